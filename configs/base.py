@@ -1,0 +1,81 @@
+"""Base configuration: every option of rar-jax, each with a one-line comment.
+
+Experiment files in this folder start from ``get_config()`` and override what they change. On the
+command line: ``--config=configs/x.py --config.rl.num_generations=8``. ``rar_jax.config.validate``
+checks a finished config (unknown keys, wrong types, bad choices, contradictions) before anything
+compiles; the allowed values of every choice are listed there, next to the code that reads them.
+"""
+
+from ml_collections import config_dict
+
+
+def get_config() -> config_dict.ConfigDict:
+    config = config_dict.ConfigDict()
+
+    # --- Run -------------------------------------------------------------------------------------
+    config.seed = 0  # Seed of every random choice of the run (sampling, bootstrap, data order).
+    config.output_dir = "runs/default"  # Folder for metrics, reports and checkpoints.
+
+    # --- Device mesh (rar_jax.parallel) ----------------------------------------------------------
+    config.mesh = config_dict.ConfigDict()
+    config.mesh.data = -1  # Data-parallel axis size; -1 = the devices left over by the other axes.
+    config.mesh.fsdp = 1  # Fully-sharded data-parallel axis size (parameters sharded on embed).
+    config.mesh.tensor = 1  # Tensor-parallel axis size (heads, mlp and vocab sharded).
+
+    # --- GRPO (rar_jax.rl) -----------------------------------------------------------------------
+    config.rl = config_dict.ConfigDict()
+    config.rl.num_generations = 16  # G: answers sampled per prompt (the paper uses 16).
+    config.rl.num_iterations = 1  # Policy updates per batch of rollouts (mu in the GRPO paper).
+    config.rl.old_logprobs = "current"  # Source of pi_old: current (on-policy), sampler or recompute.
+    config.rl.logprob_chunk_size = 256  # Time steps per chunk of the lm-head when computing log-probs.
+    config.rl.max_completion_length = 1024  # Longest sampled answer in tokens; Dr.GRPO's normaliser.
+
+    config.rl.advantage = config_dict.ConfigDict()
+    config.rl.advantage.scale = "group_std"  # group_std (GRPO), batch_std, or none (Dr.GRPO).
+    config.rl.advantage.std_ddof = 1  # Delta degrees of freedom of the std (1 = TRL / verl).
+    config.rl.advantage.epsilon = 1e-4  # Added to the std before dividing.
+
+    config.rl.loss = config_dict.ConfigDict()
+    config.rl.loss.aggregation = "seq_mean_token_mean"  # Or token_mean (DAPO), seq_mean_token_sum_norm.
+    config.rl.loss.epsilon_low = 0.2  # Lower clip range: ratio >= 1 - epsilon_low.
+    config.rl.loss.epsilon_high = 0.2  # Upper clip range: ratio <= 1 + epsilon_high (DAPO: 0.28).
+    config.rl.loss.dual_clip = 0.0  # Dual-clip constant c > 1 for negative advantages; 0 disables.
+    config.rl.loss.importance_ratio = "token"  # token (PPO / GRPO) or sequence (GSPO).
+
+    config.rl.kl = config_dict.ConfigDict()
+    config.rl.kl.beta = 0.0  # KL coefficient; 0 means no reference model is created at all.
+    config.rl.kl.estimator = "k3"  # k1, k2 or k3 (Schulman's estimators of KL(pi || pi_ref)).
+    config.rl.kl.clamp = 0.0  # Clip each per-token KL estimate to [-clamp, clamp]; 0 disables.
+
+    # --- Optimiser (rar_jax.rl.optimizer) --------------------------------------------------------
+    config.optim = config_dict.ConfigDict()
+    config.optim.learning_rate = 5e-6  # Peak learning rate (the paper: 5e-6).
+    config.optim.warmup_fraction = 0.1  # Linear warm-up over this fraction of steps, then constant.
+    config.optim.num_steps = 300  # Optimiser steps of the run (the paper: 300).
+    config.optim.weight_decay = 0.0  # AdamW decoupled weight decay.
+    config.optim.beta1 = 0.9  # AdamW first-moment decay.
+    config.optim.beta2 = 0.999  # AdamW second-moment decay.
+    config.optim.eps = 1e-8  # AdamW epsilon.
+    config.optim.max_grad_norm = 1.0  # Clip the global gradient norm to this; 0 disables.
+
+    # --- Rubrics (rar_jax.rubrics) ---------------------------------------------------------------
+    config.rubric = config_dict.ConfigDict()
+    config.rubric.pitfall_polarity = "negative"  # Polarity of pitfalls without an item-level one.
+    config.rubric.ablation = "all"  # all, essential_only or no_pitfalls (the paper's Table 2).
+
+    # --- Reward aggregation (rar_jax.judges.aggregation) -----------------------------------------
+    config.reward = config_dict.ConfigDict()
+    config.reward.explicit_normalization = "category_weights"  # Or signed_abs (raw signed weights).
+    config.reward.category_weights = config_dict.ConfigDict()  # The paper's fixed category weights.
+    config.reward.category_weights.essential = 1.0  # Weight of Essential criteria.
+    config.reward.category_weights.important = 0.7  # Weight of Important criteria.
+    config.reward.category_weights.optional = 0.3  # Weight of Optional criteria.
+    config.reward.category_weights.pitfall = 0.9  # Weight of Pitfall criteria (v1 of the paper: 0.8).
+    config.reward.rating_normalization = "min_max"  # 1-10 rating -> reward: min_max (s-1)/9, over_max s/10.
+
+    # --- HealthBench scoring (rar_jax.eval) ------------------------------------------------------
+    config.healthbench = config_dict.ConfigDict()
+    config.healthbench.graded_path = ""  # JSONL of graded HealthBench answers (per-criterion verdicts).
+    config.healthbench.bootstrap_samples = 1000  # Resamples for the bootstrap std of clipped means.
+
+    return config

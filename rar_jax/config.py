@@ -1,0 +1,193 @@
+"""Configuration: the command-line flag and the validation every entry point runs first.
+
+Configs are ``ml_collections.ConfigDict`` objects built by Python files in ``configs/`` (each
+starts from ``configs/base.py``). Entry points declare the flag with :func:`define_config_flag`
+and call :func:`validate` before building anything, so a typo or a contradictory setting fails
+in a second with the key named, not minutes later inside a compiled step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import pathlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from absl import flags
+from ml_collections import config_dict, config_flags
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+BASE_CONFIG_PATH = REPO_ROOT / "configs" / "base.py"
+
+# Allowed values of every choice option. Kept next to validation; each name is what the code
+# that reads the option dispatches on (the registries there are checked against this table by
+# tests/test_config.py, so the two cannot drift apart).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "rl.old_logprobs": ("current", "sampler", "recompute"),
+    "rl.advantage.scale": ("group_std", "batch_std", "none"),
+    "rl.loss.aggregation": ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"),
+    "rl.loss.importance_ratio": ("token", "sequence"),
+    "rl.kl.estimator": ("k1", "k2", "k3"),
+    "rubric.pitfall_polarity": ("negative", "positive"),
+    "rubric.ablation": ("all", "essential_only", "no_pitfalls"),
+    "reward.explicit_normalization": ("category_weights", "signed_abs"),
+    "reward.rating_normalization": ("min_max", "over_max"),
+}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the offending key."""
+
+
+def base_config() -> config_dict.ConfigDict:
+    """Returns ``configs/base.py``'s config: the schema every config is checked against."""
+    spec = importlib.util.spec_from_file_location("rar_jax_base_config", BASE_CONFIG_PATH)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load the base config {BASE_CONFIG_PATH}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def define_config_flag(default: str | None = None) -> flags.FlagHolder:
+    """Declares ``--config=<file>`` with ``--config.<key>=<value>`` overrides (absl)."""
+    return config_flags.DEFINE_config_file(
+        "config", default, "Path to a config file in configs/.", lock_config=True
+    )
+
+
+def _leaves(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, (config_dict.ConfigDict, dict)):
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _check_schema(config: config_dict.ConfigDict, schema: config_dict.ConfigDict) -> list[str]:
+    errors = []
+    expected = dict(_leaves(schema))
+    given = dict(_leaves(config))
+    for key, value in given.items():
+        if key not in expected:
+            close = difflib.get_close_matches(key, expected, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            errors.append(f"unknown config key '{key}'{hint}")
+            continue
+        want = expected[key]
+        ok = isinstance(value, type(want)) and not (
+            isinstance(value, bool) and not isinstance(want, bool)
+        )
+        if isinstance(want, float) and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            errors.append(
+                f"config key '{key}' must be {_type_name(want)}, got {_type_name(value)} {value!r}"
+            )
+    for key in expected:
+        if key not in given:
+            errors.append(f"config key '{key}' is missing (declared in configs/base.py)")
+    return errors
+
+
+def _check_choices(config: config_dict.ConfigDict) -> list[str]:
+    errors = []
+    for key, allowed in CHOICES.items():
+        value = _get(config, key)
+        if value not in allowed:
+            errors.append(f"config key '{key}' is {value!r}; expected one of {', '.join(allowed)}")
+    return errors
+
+
+def _get(config: config_dict.ConfigDict, key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> list[str]:
+    errors = []
+    rl, loss, optim = config.rl, config.rl.loss, config.optim
+
+    def need(condition: bool, key: str, message: str) -> None:
+        if not condition:
+            errors.append(f"config key '{key}' {message}")
+
+    need(rl.num_generations >= 2, "rl.num_generations", "must be >= 2 (a group needs two answers)")
+    need(rl.num_iterations >= 1, "rl.num_iterations", "must be >= 1")
+    need(
+        rl.num_iterations == 1 or rl.old_logprobs != "current",
+        "rl.old_logprobs",
+        f"is 'current' but rl.num_iterations={rl.num_iterations}: updates after the first are "
+        "off-policy and need stored old log-probs ('sampler' or 'recompute')",
+    )
+    need(rl.logprob_chunk_size >= 1, "rl.logprob_chunk_size", "must be >= 1")
+    need(rl.max_completion_length >= 1, "rl.max_completion_length", "must be >= 1")
+    need(rl.advantage.std_ddof >= 0, "rl.advantage.std_ddof", "must be >= 0")
+    need(rl.advantage.epsilon >= 0, "rl.advantage.epsilon", "must be >= 0")
+    need(0 <= loss.epsilon_low < 1, "rl.loss.epsilon_low", "must be in [0, 1)")
+    need(loss.epsilon_high >= 0, "rl.loss.epsilon_high", "must be >= 0")
+    need(
+        loss.dual_clip == 0 or loss.dual_clip > 1,
+        "rl.loss.dual_clip",
+        f"is {loss.dual_clip}; it must be 0 (off) or a constant > 1",
+    )
+    need(rl.kl.beta >= 0, "rl.kl.beta", "must be >= 0")
+    need(rl.kl.clamp >= 0, "rl.kl.clamp", "must be >= 0 (0 disables)")
+
+    need(optim.learning_rate > 0, "optim.learning_rate", "must be > 0")
+    need(0 <= optim.warmup_fraction < 1, "optim.warmup_fraction", "must be in [0, 1)")
+    need(optim.num_steps >= 1, "optim.num_steps", "must be >= 1")
+    need(optim.max_grad_norm >= 0, "optim.max_grad_norm", "must be >= 0 (0 disables)")
+    need(0 <= optim.beta1 < 1, "optim.beta1", "must be in [0, 1)")
+    need(0 <= optim.beta2 < 1, "optim.beta2", "must be in [0, 1)")
+
+    for name, weight in config.reward.category_weights.items():
+        need(weight > 0, f"reward.category_weights.{name}", "must be > 0")
+    need(
+        config.healthbench.bootstrap_samples >= 1, "healthbench.bootstrap_samples", "must be >= 1"
+    )
+
+    errors.extend(_check_mesh(config.mesh, num_devices))
+    return errors
+
+
+def _check_mesh(mesh: config_dict.ConfigDict, num_devices: int | None) -> list[str]:
+    sizes = {axis: mesh[axis] for axis in ("data", "fsdp", "tensor")}
+    errors = []
+    for axis, size in sizes.items():
+        if size == 0 or size < -1:
+            errors.append(f"config key 'mesh.{axis}' is {size}; expected a positive size or -1")
+    fill = [axis for axis, size in sizes.items() if size == -1]
+    if len(fill) > 1:
+        errors.append(f"config keys {', '.join('mesh.' + a for a in fill)}: at most one axis may be -1")
+    if errors or num_devices is None:
+        return errors
+    fixed = 1
+    for size in sizes.values():
+        fixed *= size if size > 0 else 1
+    if num_devices % fixed or (not fill and fixed != num_devices):
+        shape = " x ".join(f"{axis}={size}" for axis, size in sizes.items())
+        errors.append(f"config key 'mesh': {shape} does not fit the {num_devices} available devices")
+    return errors
+
+
+def validate(config: config_dict.ConfigDict, *, num_devices: int | None = None) -> None:
+    """Raises ConfigError listing every problem of ``config``, each naming its key.
+
+    Args:
+      config: a finished config (an experiment file's result with overrides applied).
+      num_devices: when given, the mesh must fit this many devices (``jax.device_count()``).
+    """
+    errors = _check_schema(config, base_config())
+    if not errors:
+        errors = _check_choices(config) + _check_values(config, num_devices)
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

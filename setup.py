@@ -1,0 +1,57 @@
+"""Installable package for rar-jax: Rubrics as Rewards post-training with GRPO in JAX.
+
+Dependency ranges are the versions the test suite has been run with (see README.md). The
+entry-point scripts live in ``experiments/`` and are installed as the ``rar_jax.experiments``
+package so that both ``python experiments/<name>.py`` and the console scripts work.
+"""
+
+import pathlib
+
+import setuptools
+
+ROOT = pathlib.Path(__file__).parent
+
+
+def _version() -> str:
+    for line in (ROOT / "rar_jax" / "__init__.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=")[1].strip().strip('"')
+    raise RuntimeError("rar_jax/__init__.py has no __version__")
+
+
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "ml-collections>=1.1.0,<2",
+    "absl-py>=2.1,<3",
+    "numpy>=2.0,<3",
+    "tqdm>=4.66,<5",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest>=8.0,<10",
+        "pytest-xdist>=3.5,<4",
+    ],
+}
+
+CONSOLE_SCRIPTS = [
+    "rar-score-healthbench=rar_jax.experiments.score_healthbench:run",
+]
+
+setuptools.setup(
+    name="rar-jax",
+    version=_version(),
+    description="Rubrics as Rewards (RaR): GRPO post-training with rubric-based LLM-judge rewards, in JAX.",
+    long_description=(ROOT / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["rar_jax", "rar_jax.*"]) + ["rar_jax.experiments"],
+    package_dir={"rar_jax.experiments": "experiments"},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
+    license="Apache-2.0",
+)

@@ -1,0 +1,22 @@
+"""Shared pytest fixtures: where the real data lives.
+
+The data is read from ``../shared/data`` beside the repository root (read-only in CI);
+``RAR_SHARED_DATA`` overrides the location.
+"""
+
+import os
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(
+      os.environ.get("RAR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared data folder not found at {SHARED_DATA}; set RAR_SHARED_DATA")
+    return SHARED_DATA
