@@ -1,6 +1,7 @@
 """Base configuration: every option of rar-jax, each with a one-line comment.
 
-Experiment files in this folder start from ``get_config()`` and override what they change. On the
+Experiment files in this folder start from this config (``rar_jax.config.base_config()``) and
+override what they change. On the
 command line: ``--config=configs/x.py --config.rl.num_generations=8``. ``rar_jax.config.validate``
 checks a finished config (unknown keys, wrong types, bad choices, contradictions) before anything
 compiles; the allowed values of every choice are listed there, next to the code that reads them.

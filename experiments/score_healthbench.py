@@ -1,0 +1,56 @@
+"""Scores graded HealthBench answers with the official simple-evals formula.
+
+Reads a JSONL of HealthBench records whose answers were graded per criterion (the layout of
+``../shared/data/healthbench_graded_m42``), computes every example's score, the clipped overall
+score, per-axis / per-theme / per-tag scores with bootstrap stds, prints a markdown table and
+writes ``healthbench_metrics.json`` and ``healthbench_metrics.md`` to ``output_dir``.
+
+    rar-score-healthbench --config=configs/quickstart.py
+    rar-score-healthbench --config=configs/base.py --config.healthbench.graded_path=my_grades.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+
+import jax
+from absl import app
+
+from rar_jax import config as rar_config
+from rar_jax.eval import healthbench_scoring
+
+_CONFIG = rar_config.define_config_flag()
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    rar_config.validate(config, num_devices=jax.device_count())
+    if not config.healthbench.graded_path:
+        raise app.UsageError("set --config.healthbench.graded_path to a JSONL of graded answers")
+    path = pathlib.Path(config.healthbench.graded_path)
+    examples = healthbench_scoring.read_graded_examples(path)
+    logging.info("read %d graded examples from %s", len(examples), path)
+    metrics = healthbench_scoring.healthbench_metrics(
+        examples, seed=config.seed, bootstrap_samples=config.healthbench.bootstrap_samples
+    )
+    table = healthbench_scoring.metrics_markdown(metrics)
+    output_dir = pathlib.Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "healthbench_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (output_dir / "healthbench_metrics.md").write_text(table + "\n")
+    print(f"HealthBench scores of {len(examples)} graded answers from {path}:\n")
+    print(table)
+    print(f"\nWrote {output_dir / 'healthbench_metrics.json'} and healthbench_metrics.md")
+
+
+def run() -> None:
+    """Console-script entry point (``rar-score-healthbench``)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Evaluation: HealthBench scoring (and, later, GPQA-Diamond, judge alignment, tables)."""
