@@ -9,6 +9,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from rar_jax import config as rar_config
+from rar_jax.judges import aggregation
+from rar_jax.rubrics import ablations
+from rar_jax.rl import advantages, losses
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted((REPO_ROOT / "configs").glob("*.py"))
@@ -184,3 +187,17 @@ def test_all_errors_are_reported_at_once():
     config.rl.kl.estimator = "k9"
     message = _error_of(config)
     assert "rl.kl.estimator" in message and "rl.num_generations" in message
+
+
+def test_config_choices_equal_the_registries():
+    registries = {
+        "rl.advantage.scale": advantages.ADVANTAGE_SCALES,
+        "rl.loss.aggregation": losses.LOSS_AGGREGATIONS,
+        "rl.loss.importance_ratio": losses.IMPORTANCE_RATIOS,
+        "rl.kl.estimator": losses.KL_ESTIMATORS,
+        "rubric.ablation": ablations.RUBRIC_ABLATIONS,
+        "reward.explicit_normalization": aggregation.EXPLICIT_NORMALIZATIONS,
+        "reward.rating_normalization": aggregation.RATING_NORMALIZATIONS,
+    }
+    for key, registry in registries.items():
+        assert set(rar_config.CHOICES[key]) == set(registry), key

@@ -30,8 +30,8 @@ HealthBench points: :func:`healthbench_points_score` = points of met criteria / 
 (unclipped), the one formula for training rewards and for evaluation (``rar_jax.eval``), which
 uses the float64 numpy twin :func:`healthbench_points_score_np`.
 
-Rubric ablations (the paper's Table 2, config ``rubric.ablation``): ``RUBRIC_ABLATIONS`` holds
-pure filters over a Rubric: "all", "essential_only", "no_pitfalls".
+The builders :func:`explicit_reward_fn` and :func:`rating_reward_fn` bind the ``reward`` config
+section to these functions.
 
 All jnp functions are jit-compatible; keyword options (names, category weights, bounds) are
 static Python values.
@@ -39,7 +39,7 @@ static Python values.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,27 +47,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rar_jax.rubrics.schema import CATEGORY_IDS, Category, Rubric, RubricError
+from ml_collections import config_dict
+
+from rar_jax.rubrics.schema import CATEGORY_IDS, Category
 
 __all__ = [
     "DEFAULT_CATEGORY_WEIGHTS",
     "EXPLICIT_NORMALIZATIONS",
     "RATING_NORMALIZATIONS",
-    "RUBRIC_ABLATIONS",
-    "apply_rubric_ablation",
     "category_weight_table",
     "category_weighted_reward",
     "criterion_credit",
-    "essential_only",
     "expected_rating",
     "explicit_reward",
+    "explicit_reward_fn",
     "get_explicit_normalization",
     "healthbench_points_score",
     "healthbench_points_score_np",
-    "keep_all_criteria",
     "rating_to_reward",
+    "rating_reward_fn",
     "signed_abs_reward",
-    "without_pitfalls",
 ]
 
 # The paper's (v2) fixed category weights for RaR-Explicit.
@@ -360,44 +359,18 @@ def healthbench_points_score_np(
     )
 
 
-def _filtered(rubric: Rubric, keep: Callable[[Category | None], bool], ablation: str) -> Rubric:
-    if not rubric.has_categories:
-        raise RubricError(
-            f"{rubric.source}: ablation {ablation!r} needs category labels; this rubric has none"
-        )
-    criteria = tuple(criterion for criterion in rubric.criteria if keep(criterion.category))
-    if not criteria:
-        raise RubricError(f"{rubric.source}: ablation {ablation!r} leaves no criteria")
-    return dataclasses.replace(rubric, criteria=criteria)
+def explicit_reward_fn(reward: config_dict.ConfigDict) -> Callable[..., jax.Array]:
+    """:func:`explicit_reward` with ``reward.explicit_normalization`` and the category weights bound.
+
+    Returns ``(verdicts, mask, weights, polarity_signs, category_ids) -> f32[n]``.
+    """
+    return functools.partial(
+        explicit_reward,
+        normalization=reward.explicit_normalization,
+        category_weights=dict(reward.category_weights),
+    )
 
 
-def keep_all_criteria(rubric: Rubric) -> Rubric:
-    """The full rubric (ablation "all")."""
-    return rubric
-
-
-def essential_only(rubric: Rubric) -> Rubric:
-    """Only the Essential criteria, in order (ablation "essential_only")."""
-    return _filtered(rubric, lambda category: category is Category.ESSENTIAL, "essential_only")
-
-
-def without_pitfalls(rubric: Rubric) -> Rubric:
-    """Every criterion except the Pitfalls, in order (ablation "no_pitfalls")."""
-    return _filtered(rubric, lambda category: category is not Category.PITFALL, "no_pitfalls")
-
-
-# name -> filter(Rubric) -> Rubric (config rubric.ablation)
-RUBRIC_ABLATIONS: dict[str, Callable[[Rubric], Rubric]] = {
-    "all": keep_all_criteria,
-    "essential_only": essential_only,
-    "no_pitfalls": without_pitfalls,
-}
-
-
-def apply_rubric_ablation(rubric: Rubric, name: str) -> Rubric:
-    """Applies the ablation registered under ``name``; ValueError listing the names."""
-    if name not in RUBRIC_ABLATIONS:
-        raise ValueError(
-            f"unknown rubric ablation {name!r}; expected one of {', '.join(RUBRIC_ABLATIONS)}"
-        )
-    return RUBRIC_ABLATIONS[name](rubric)
+def rating_reward_fn(reward: config_dict.ConfigDict) -> Callable[[jax.Array], jax.Array]:
+    """:func:`rating_to_reward` on the 1-10 scale with ``reward.rating_normalization`` bound."""
+    return functools.partial(rating_to_reward, normalization=reward.rating_normalization)

@@ -35,6 +35,9 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+from ml_collections import config_dict
+
+from rar_jax.rubrics.ablations import apply_rubric_ablation
 from rar_jax.rubrics.schema import (
     Category,
     Criterion,
@@ -56,6 +59,7 @@ __all__ = [
     "iter_rubric_records",
     "parse_polarity",
     "read_rubrics",
+    "read_rubrics_for_config",
     "rubric_from_healthbench_record",
     "rubric_from_kqa_record",
     "rubric_from_rar_record",
@@ -363,3 +367,18 @@ def iter_rubric_records(
 def read_rubrics(path: str | os.PathLike[str], format_name: str, **options: Any) -> list[Rubric]:
     """Reads every rubric of a JSONL file (see :func:`iter_rubric_records`)."""
     return [item.rubric for item in iter_rubric_records(path, format_name, **options)]
+
+
+def read_rubrics_for_config(
+    path: str | os.PathLike[str], format_name: str, rubric: config_dict.ConfigDict
+) -> list[Rubric]:
+    """Reads a rubric file as the ``rubric`` config section says.
+
+    ``rubric.pitfall_polarity`` is the default polarity of RaR pitfalls without their own (the
+    other formats carry polarity in their data) and ``rubric.ablation`` filters every rubric.
+    """
+    options = {"pitfall_polarity": rubric.pitfall_polarity} if format_name == "rar" else {}
+    return [
+        apply_rubric_ablation(item, rubric.ablation)
+        for item in read_rubrics(path, format_name, **options)
+    ]

@@ -9,20 +9,19 @@ import numpy as np
 import pytest
 from ml_collections import config_dict
 
+from rar_jax import config as rar_config
 from rar_jax.judges.aggregation import (
     DEFAULT_CATEGORY_WEIGHTS,
     EXPLICIT_NORMALIZATIONS,
-    RUBRIC_ABLATIONS,
-    apply_rubric_ablation,
     category_weight_table,
     criterion_credit,
-    essential_only,
     expected_rating,
     explicit_reward,
+    explicit_reward_fn,
     healthbench_points_score,
     healthbench_points_score_np,
+    rating_reward_fn,
     rating_to_reward,
-    without_pitfalls,
 )
 from rar_jax.rubrics.readers import read_rubrics
 from rar_jax.rubrics.schema import Category, Criterion, Polarity, Rubric, RubricError, rubric_arrays
@@ -333,35 +332,25 @@ def medicine_rubrics(shared_data):
     )
 
 
-def test_rubric_ablations_on_real_rubrics(medicine_rubrics):
-    rubric = medicine_rubrics[2]  # 2 Essential, 4 Important, 2 Optional, 2 Pitfall.
-    kept = essential_only(rubric)
-    assert [c.title for c in kept.criteria] == [
-        c.title for c in rubric.criteria if c.category is Category.ESSENTIAL
-    ]
-    assert len(kept) == 2 and kept.source == rubric.source
-    no_pitfalls = without_pitfalls(rubric)
-    assert len(no_pitfalls) == 8
-    assert no_pitfalls.criteria == rubric.criteria[:8]
-    assert apply_rubric_ablation(rubric, "all") is rubric
-    assert apply_rubric_ablation(rubric, "essential_only") == kept
-    assert apply_rubric_ablation(rubric, "no_pitfalls") == no_pitfalls
-    assert set(RUBRIC_ABLATIONS) == {"all", "essential_only", "no_pitfalls"}
-    with pytest.raises(
-        ValueError,
-        match="unknown rubric ablation 'x'; expected one of all, essential_only, no_pitfalls",
-    ):
-        apply_rubric_ablation(rubric, "x")
 
 
-def test_ablations_need_categories_and_leave_criteria():
-    uncategorised = Rubric((Criterion("", "Good.", None, 3, Polarity.POSITIVE),), "hb.jsonl:1")
-    with pytest.raises(
-        RubricError, match="hb.jsonl:1: ablation 'essential_only' needs category labels"
-    ):
-        essential_only(uncategorised)
-    only_pitfall = Rubric(
-        (Criterion("t", "Avoids X.", Category.PITFALL, -1, Polarity.POSITIVE),), "r:1"
-    )
-    with pytest.raises(RubricError, match="r:1: ablation 'no_pitfalls' leaves no criteria"):
-        without_pitfalls(only_pitfall)
+@pytest.mark.parametrize("normalization", ["category_weights", "signed_abs"])
+def test_explicit_reward_fn_binds_the_reward_config(normalization):
+    reward = rar_config.base_config().reward
+    reward.explicit_normalization = normalization
+    reward.category_weights.pitfall = 0.5
+    arrays = _row_arrays([1.0, 0.0, 1.0], -1.0)
+    got = explicit_reward_fn(reward)(**arrays)
+    weights = {**DEFAULT_CATEGORY_WEIGHTS, "pitfall": 0.5}
+    # By hand: Essential met, Important not, a negative pitfall met (credit 0 / signed -|w|).
+    want = 1.0 / (1.0 + 0.7 + 0.5) if normalization == "category_weights" else (5 - 2) / 10
+    np.testing.assert_allclose(got, [want], rtol=1e-6)
+    direct = explicit_reward(**arrays, normalization=normalization, category_weights=weights)
+    np.testing.assert_allclose(got, direct)
+
+
+def test_rating_reward_fn_binds_the_normalization():
+    reward = rar_config.base_config().reward
+    np.testing.assert_allclose(rating_reward_fn(reward)(jnp.array([1.0, 7.0])), [0.0, 6 / 9])
+    reward.rating_normalization = "over_max"
+    np.testing.assert_allclose(rating_reward_fn(reward)(jnp.array([1.0, 7.0])), [0.1, 0.7])
