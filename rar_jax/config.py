@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import pathlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from absl import flags
 from ml_collections import config_dict, config_flags
+
+from rar_jax.parallel.sharding import mesh_shape
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 BASE_CONFIG_PATH = REPO_ROOT / "configs" / "base.py"
@@ -24,6 +27,9 @@ BASE_CONFIG_PATH = REPO_ROOT / "configs" / "base.py"
 # that reads the option dispatches on (the registries there are checked against this table by
 # tests/test_config.py, so the two cannot drift apart).
 CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16", "float16"),
+    "model.remat_policy": ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"),
     "rl.old_logprobs": ("current", "sampler", "recompute"),
     "rl.advantage.scale": ("group_std", "batch_std", "none"),
     "rl.loss.aggregation": ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"),
@@ -128,6 +134,7 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
         f"is 'current' but rl.num_iterations={rl.num_iterations}: updates after the first are "
         "off-policy and need stored old log-probs ('sampler' or 'recompute')",
     )
+    need(rl.micro_batch_size >= 0, "rl.micro_batch_size", "must be >= 0 (0 = the whole batch)")
     need(rl.logprob_chunk_size >= 1, "rl.logprob_chunk_size", "must be >= 1")
     need(rl.max_completion_length >= 1, "rl.max_completion_length", "must be >= 1")
     need(rl.advantage.std_ddof >= 0, "rl.advantage.std_ddof", "must be >= 0")
@@ -160,23 +167,15 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
 
 
 def _check_mesh(mesh: config_dict.ConfigDict, num_devices: int | None) -> list[str]:
-    sizes = {axis: mesh[axis] for axis in ("data", "fsdp", "tensor")}
-    errors = []
-    for axis, size in sizes.items():
-        if size == 0 or size < -1:
-            errors.append(f"config key 'mesh.{axis}' is {size}; expected a positive size or -1")
-    fill = [axis for axis, size in sizes.items() if size == -1]
-    if len(fill) > 1:
-        errors.append(f"config keys {', '.join('mesh.' + a for a in fill)}: at most one axis may be -1")
-    if errors or num_devices is None:
-        return errors
-    fixed = 1
-    for size in sizes.values():
-        fixed *= size if size > 0 else 1
-    if num_devices % fixed or (not fill and fixed != num_devices):
-        shape = " x ".join(f"{axis}={size}" for axis, size in sizes.items())
-        errors.append(f"config key 'mesh': {shape} does not fit the {num_devices} available devices")
-    return errors
+    """The mesh's sizes; with ``num_devices`` unknown only their form (positive, one -1)."""
+    sizes = (mesh.data, mesh.fsdp, mesh.tensor)
+    if num_devices is None:
+        num_devices = math.prod(size for size in sizes if size > 0)
+    try:
+        mesh_shape(*sizes, num_devices)
+    except ValueError as error:
+        return [f"config key 'mesh': {error}"]
+    return []
 
 
 def validate(config: config_dict.ConfigDict, *, num_devices: int | None = None) -> None:

@@ -10,6 +10,7 @@ from ml_collections import config_flags
 
 from rar_jax import config as rar_config
 from rar_jax.judges import aggregation
+from rar_jax.models import config as model_config
 from rar_jax.rubrics import ablations
 from rar_jax.rl import advantages, losses
 
@@ -196,6 +197,9 @@ def test_config_choices_equal_the_registries():
         "rl.loss.importance_ratio": losses.IMPORTANCE_RATIOS,
         "rl.kl.estimator": losses.KL_ESTIMATORS,
         "rubric.ablation": ablations.RUBRIC_ABLATIONS,
+        "model.dtype": model_config.SUPPORTED_DTYPES,
+        "model.param_dtype": model_config.SUPPORTED_DTYPES,
+        "model.remat_policy": model_config.REMAT_POLICIES,
         "reward.explicit_normalization": aggregation.EXPLICIT_NORMALIZATIONS,
         "reward.rating_normalization": aggregation.RATING_NORMALIZATIONS,
     }

@@ -27,9 +27,14 @@ def warmup_constant_schedule(
     )
 
 
+def learning_rate_schedule(optim: config_dict.ConfigDict) -> optax.Schedule:
+    """The schedule of the ``optim`` config section."""
+    return warmup_constant_schedule(optim.learning_rate, optim.num_steps, optim.warmup_fraction)
+
+
 def make_optimizer(optim: config_dict.ConfigDict) -> optax.GradientTransformation:
     """AdamW with the warm-up/constant schedule, after global-norm clipping (``optim`` section)."""
-    schedule = warmup_constant_schedule(optim.learning_rate, optim.num_steps, optim.warmup_fraction)
+    schedule = learning_rate_schedule(optim)
     adamw = optax.adamw(
         schedule, b1=optim.beta1, b2=optim.beta2, eps=optim.eps, weight_decay=optim.weight_decay
     )

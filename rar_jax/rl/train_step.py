@@ -1,0 +1,229 @@
+"""The GRPO train step: one pure function ``step(state, batch) -> (state, metrics)``.
+
+Token alignment used throughout: every per-token array is ``[batch, time]`` aligned with
+``batch.tokens``; entry ``i`` belongs to token ``i`` (its log-prob is ``log p(tokens[i] |
+tokens[:i])``), so entry 0 is never a target and ``loss_mask[:, 0]`` must be False. The sampler's
+log-probs, the reference model's and the trainer's are all stored this way.
+
+Micro-batching: the batch rows are split into ``rows / micro_batch_size`` micro-batches scanned
+with ``lax.scan``; each contributes the gradient of its loss *sum* and its denominator (see
+:mod:`rar_jax.rl.losses`), and the accumulated gradient is divided once by the total
+denominator, so the update equals the one of the whole batch in one piece.
+
+Non-finite steps: the optimiser is wrapped in ``optax.apply_if_finite``, so an update whose
+gradients hold a NaN or inf is skipped (parameters and moments unchanged) and counted in the
+state; the loop reads ``consecutive_skipped`` to stop a run that keeps failing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from ml_collections import config_dict
+
+from rar_jax.rl import grpo, losses
+from rar_jax.rl.optimizer import learning_rate_schedule, make_optimizer
+
+# apply_if_finite gives up (applies non-finite updates) after this many in a row; the loop
+# stops the run long before (config ``rl.max_consecutive_skipped``), so make it unreachable.
+_NEVER_GIVE_UP = 2**30
+
+
+class Batch(NamedTuple):
+    """One GRPO batch: prompt + answer rows (left-padded prompts), all ``[batch, time]``.
+
+    Attributes:
+        tokens: int32[b, t] prompt tokens then answer tokens.
+        positions: int32[b, t] RoPE positions (0 at each row's first real token).
+        attention_mask: bool[b, t] True for real (non-padding) tokens.
+        loss_mask: bool[b, t] True for the answer tokens the loss is taken over.
+        advantages: f32[b] one advantage per row.
+        old_logprobs: f32[b, t] log-probs under the sampling policy (ignored with
+            ``rl.old_logprobs == "current"``).
+        ref_logprobs: f32[b, t] log-probs under the reference model (ignored when beta == 0).
+    """
+
+    tokens: jax.Array
+    positions: jax.Array
+    attention_mask: jax.Array
+    loss_mask: jax.Array
+    advantages: jax.Array
+    old_logprobs: jax.Array
+    ref_logprobs: jax.Array
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a step changes: step count, parameters and optimiser state (a pytree)."""
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+
+
+def make_train_state(
+    params: nnx.State, optim: config_dict.ConfigDict
+) -> tuple[TrainState, optax.GradientTransformation]:
+    """A fresh state for ``params`` and the optimiser (``optim`` section) that updates it."""
+    optimizer = optax.apply_if_finite(make_optimizer(optim), max_consecutive_errors=_NEVER_GIVE_UP)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+    return state, optimizer
+
+
+def consecutive_skipped(state: TrainState) -> jax.Array:
+    """Updates skipped in a row because of non-finite gradients (int32[])."""
+    return state.opt_state.notfinite_count
+
+
+def token_logprobs(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    tokens: jax.Array,
+    positions: jax.Array,
+    attention_mask: jax.Array,
+    *,
+    logprob_fn: Callable[..., tuple[jax.Array, jax.Array]],
+) -> tuple[jax.Array, jax.Array]:
+    """Per-token log-probs and entropies of ``tokens`` under the model, aligned with ``tokens``.
+
+    Args:
+        graphdef, params: the model, split by ``nnx.split``.
+        tokens, positions, attention_mask: [b, t] as in :class:`Batch`.
+        logprob_fn: ``(hidden, lm_head, targets) -> (logprobs, entropy)`` (see
+            :func:`rar_jax.rl.grpo.logprob_fn`); chunked, so [b, t, vocab] never exists.
+
+    Returns:
+        (logprobs f32[b, t], entropy f32[b, t]); column 0 is 0 (no token predicts it).
+    """
+    model = nnx.merge(graphdef, params)
+    hidden, _ = model(
+        tokens[:, :-1], positions[:, :-1], attention_mask=attention_mask[:, :-1], return_hidden=True
+    )
+    logprobs, entropy = logprob_fn(hidden, model.lm_head_weight(), tokens[:, 1:])
+    pad = ((0, 0), (1, 0))
+    return jnp.pad(logprobs, pad), jnp.pad(entropy, pad)
+
+
+def _micro_batches(batch: Batch, micro_batch_size: int) -> Batch:
+    rows = batch.tokens.shape[0]
+    if micro_batch_size <= 0 or micro_batch_size >= rows:
+        return jax.tree.map(lambda x: x[None], batch)
+    if rows % micro_batch_size:
+        raise ValueError(
+            f"batch of {rows} rows is not divisible by rl.micro_batch_size={micro_batch_size}"
+        )
+    count = rows // micro_batch_size
+    return jax.tree.map(lambda x: x.reshape((count, micro_batch_size) + x.shape[1:]), batch)
+
+
+def grpo_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    rl: config_dict.ConfigDict,
+    optim: config_dict.ConfigDict,
+    temperature: float,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One GRPO update from a batch of rollouts (pure; jit it with :func:`jit_grpo_step`).
+
+    Args:
+        state: the current TrainState.
+        batch: the rollouts with advantages (and stored old / reference log-probs as needed).
+        graphdef: the policy's graph definition (``nnx.split``).
+        optimizer: from :func:`make_train_state`.
+        rl: the ``rl`` config section (loss, KL, chunking, micro-batching, old log-probs).
+        optim: the ``optim`` config section (for the learning-rate metric).
+        temperature: the sampling temperature (log-probs are of the tempered distribution).
+
+    Returns:
+        (new state, metrics): scalars; ``loss`` is the exact global loss of the batch.
+    """
+    logprob_fn = grpo.logprob_fn(rl, temperature=temperature)
+    loss_fn = grpo.policy_loss_fn(rl)
+    on_policy = rl.old_logprobs == "current"
+    use_reference = rl.kl.beta > 0
+
+    def micro_loss(params: nnx.State, micro: Batch) -> tuple[jax.Array, losses.LossOutput]:
+        logprobs, entropy = token_logprobs(
+            graphdef, params, micro.tokens, micro.positions, micro.attention_mask,
+            logprob_fn=logprob_fn,
+        )
+        old = jax.lax.stop_gradient(logprobs) if on_policy else micro.old_logprobs
+        out = loss_fn(
+            logprobs[:, 1:],
+            old[:, 1:],
+            micro.advantages,
+            micro.loss_mask[:, 1:],
+            ref_logprobs=micro.ref_logprobs[:, 1:] if use_reference else None,
+            entropy=jax.lax.stop_gradient(entropy[:, 1:]),
+        )
+        return out.loss_sum, out
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def accumulate(carry: Any, micro: Batch) -> tuple[Any, None]:
+        grads_sum, loss_sum, denominator, metric_sums = carry
+        (_, out), grads = grad_fn(state.params, micro)
+        carry = (
+            jax.tree.map(jnp.add, grads_sum, grads),
+            loss_sum + out.loss_sum,
+            denominator + out.denominator,
+            jax.tree.map(jnp.add, metric_sums, out.metrics),
+        )
+        return carry, None
+
+    micro_batches = _micro_batches(batch, rl.micro_batch_size)
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    metric_shapes = jax.eval_shape(lambda: micro_loss(state.params, first)[1].metrics)
+    zeros = functools.partial(jax.tree.map, lambda x: jnp.zeros(x.shape, x.dtype))
+    init = (zeros(state.params), jnp.zeros(()), jnp.zeros(()), zeros(metric_shapes))
+    (grads_sum, loss_sum, denominator, metric_sums), _ = jax.lax.scan(
+        accumulate, init, micro_batches
+    )
+    safe_denominator = jnp.maximum(denominator, 1.0)
+    grads = jax.tree.map(lambda g: g / safe_denominator, grads_sum)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+
+    metrics = {f"loss/{name}": value for name, value in losses.reduce_metrics(metric_sums).items()}
+    metrics.update(
+        loss=loss_sum / safe_denominator,
+        loss_denominator=denominator,
+        grad_norm=optax.tree.norm(grads),
+        learning_rate=learning_rate_schedule(optim)(state.step),
+        update_skipped=jnp.logical_not(opt_state.last_finite).astype(jnp.int32),
+        consecutive_skipped=opt_state.notfinite_count,
+        total_skipped=opt_state.total_notfinite,
+    )
+    return new_state, metrics
+
+
+def jit_grpo_step(
+    step_fn: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]],
+    state_shardings: Any = None,
+    batch_sharding: Any = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """Compiles a bound step once with explicit shardings; the state is donated.
+
+    Args:
+        step_fn: :func:`grpo_step` with its keyword arguments bound (``functools.partial``).
+        state_shardings: a TrainState-shaped tree of NamedShardings (None: as the inputs are).
+        batch_sharding: a sharding for every Batch array, e.g. rows over ("data", "fsdp").
+    """
+    if state_shardings is None:
+        return jax.jit(step_fn, donate_argnums=0)
+    return jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )

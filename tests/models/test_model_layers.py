@@ -1,0 +1,140 @@
+"""The pure transformer math against numpy references written here."""
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rar_jax.models import layers as L
+from rar_jax.models.config import ModelConfig, RopeScaling, rope_inverse_frequencies
+
+
+def test_rms_norm_matches_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 8)).astype(np.float32)
+    scale = rng.normal(size=(8,)).astype(np.float32)
+    expected = x / np.sqrt(np.mean(x**2, axis=-1, keepdims=True) + 1e-5) * scale
+    np.testing.assert_allclose(L.rms_norm(jnp.asarray(x), jnp.asarray(scale), 1e-5), expected, rtol=1e-5)
+
+
+def test_rms_norm_keeps_bfloat16_dtype_but_normalises_in_float32():
+    x = jnp.full((1, 4), 300.0, jnp.bfloat16)
+    out = L.rms_norm(x, jnp.ones((4,), jnp.float32), 1e-6)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(out, np.float32), 1.0)
+
+
+def test_rope_rotates_each_half_pair_by_position_times_frequency():
+    # Pair j of a head is (x[j], x[j + e/2]); RoPE rotates it by angle pos * inv_freq[j].
+    rng = np.random.default_rng(1)
+    e = 8
+    x = rng.normal(size=(1, 3, 2, e)).astype(np.float32)
+    positions = np.array([[0, 5, 17]], np.int32)
+    inv_freq = 1.0 / (10000.0 ** (np.arange(0, e, 2) / e))
+    cos, sin = L.rope_cos_sin(jnp.asarray(positions), jnp.asarray(inv_freq, jnp.float32))
+    out = np.asarray(L.apply_rope(jnp.asarray(x), cos, sin))
+    complex_in = x[..., : e // 2] + 1j * x[..., e // 2 :]
+    angles = positions[..., None, None] * inv_freq
+    complex_out = complex_in * np.exp(1j * angles)
+    np.testing.assert_allclose(out[..., : e // 2], complex_out.real, atol=1e-5)
+    np.testing.assert_allclose(out[..., e // 2 :], complex_out.imag, atol=1e-5)
+    np.testing.assert_allclose(out[:, 0], x[:, 0], atol=1e-7)  # position 0 is unrotated
+
+
+def _attention_reference(q, k, v, allowed):
+    """Plain numpy GQA: repeat each kv head for its query group, softmax over allowed keys."""
+    b, t, h, e = q.shape
+    groups = h // k.shape[2]
+    k = np.repeat(k, groups, axis=2)
+    v = np.repeat(v, groups, axis=2)
+    out = np.zeros_like(q)
+    for bi in range(b):
+        for hi in range(h):
+            scores = q[bi, :, hi] @ k[bi, :, hi].T / math.sqrt(e)
+            scores = np.where(allowed[bi], scores, -np.inf)
+            weights = np.exp(scores - scores.max(-1, keepdims=True))
+            weights /= weights.sum(-1, keepdims=True)
+            out[bi, :, hi] = weights @ v[bi, :, hi]
+    return out
+
+
+def test_grouped_query_attention_matches_numpy():
+    rng = np.random.default_rng(2)
+    b, t, s, h, kv, e = 2, 3, 5, 4, 2, 8
+    q = rng.normal(size=(b, t, h, e)).astype(np.float32)
+    k = rng.normal(size=(b, s, kv, e)).astype(np.float32)
+    v = rng.normal(size=(b, s, kv, e)).astype(np.float32)
+    allowed = rng.random((b, t, s)) < 0.6
+    allowed[..., 0] = True
+    out = L.grouped_query_attention(*map(jnp.asarray, (q, k, v, allowed)))
+    np.testing.assert_allclose(out, _attention_reference(q, k, v, allowed), atol=1e-5)
+
+
+def test_fully_masked_query_is_finite():
+    q = jnp.ones((1, 1, 2, 4))
+    k = jnp.ones((1, 3, 1, 4))
+    v = jnp.arange(12.0).reshape(1, 3, 1, 4)
+    out = L.grouped_query_attention(q, k, v, jnp.zeros((1, 1, 3), bool))
+    assert np.isfinite(np.asarray(out)).all()
+
+
+def test_swiglu_matches_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 2, 4)).astype(np.float32)
+    gate, up = rng.normal(size=(2, 4, 6)).astype(np.float32)
+    down = rng.normal(size=(6, 4)).astype(np.float32)
+    g = x @ gate
+    expected = (g / (1 + np.exp(-g)) * (x @ up)) @ down
+    np.testing.assert_allclose(L.swiglu_mlp(*map(jnp.asarray, (x, gate, up, down))), expected, rtol=1e-5)
+
+
+def test_write_rows_writes_each_row_at_its_own_slot():
+    buffer = jnp.zeros((2, 5), jnp.int32)
+    update = jnp.array([[1, 2], [3, 4]], jnp.int32)
+    out = L.write_rows(buffer, update, jnp.array([0, 3], jnp.int32))
+    np.testing.assert_array_equal(out, [[1, 2, 0, 0, 0], [0, 0, 0, 3, 4]])
+
+
+def test_causal_mask_by_slot_and_validity():
+    mask = L.causal_mask(
+        jnp.array([[1, 2]]), jnp.arange(4), jnp.array([[False, True, True, True]])
+    )
+    np.testing.assert_array_equal(mask, [[[False, True, False, False], [False, True, True, False]]])
+
+
+def _config(**kw):
+    return ModelConfig("llama", 16, 8, 8, 1, 1, 1, 16, **kw)
+
+
+def test_inverse_frequencies_plain():
+    expected = 1.0 / 10000.0 ** (np.arange(0, 16, 2) / 16)
+    np.testing.assert_allclose(rope_inverse_frequencies(_config(rope_theta=10000.0)), expected, rtol=1e-6)
+
+
+def test_inverse_frequencies_linear_scaling_divides_by_factor():
+    plain = rope_inverse_frequencies(_config())
+    scaled = rope_inverse_frequencies(_config(rope_scaling=RopeScaling("linear", 4.0)))
+    np.testing.assert_allclose(scaled, plain / 4.0, rtol=1e-6)
+
+
+def test_inverse_frequencies_llama3_scaling_by_hand():
+    # theta 500000, e 16 -> wavelengths 2*pi*500000**(j/8). With original context 64, low factor 1,
+    # high factor 4: low_freq_wavelen = 64, high_freq_wavelen = 16.
+    scaling = RopeScaling("llama3", 8.0, 1.0, 4.0, 64)
+    config = _config(rope_theta=500000.0, rope_scaling=scaling)
+    plain = 1.0 / 500000.0 ** (np.arange(0, 16, 2) / 16)
+    wavelen = 2 * np.pi / plain
+    out = rope_inverse_frequencies(config)
+    assert wavelen[0] < 16  # high frequency: unchanged
+    np.testing.assert_allclose(out[0], plain[0], rtol=1e-6)
+    assert 16 <= wavelen[1] <= 64  # medium: smooth = (64 / wavelen - 1) / 3
+    smooth = (64 / wavelen[1] - 1) / 3
+    np.testing.assert_allclose(out[1], (1 - smooth) * plain[1] / 8 + smooth * plain[1], rtol=1e-5)
+    assert (wavelen[2:] > 64).all()  # low frequency: divided by the factor
+    np.testing.assert_allclose(out[2:], plain[2:] / 8, rtol=1e-5)
+
+
+def test_rope_scaling_rejects_unknown_type():
+    with pytest.raises(ValueError, match="yarn"):
+        RopeScaling("yarn", 2.0)
