@@ -155,8 +155,12 @@ def param_shardings(
 ) -> Any:
     """NamedShardings for every Variable of an NNX state (or module), from its logical axes.
 
+    Any pytree holding Variables works, e.g. a train state whose optimiser moments mirror the
+    parameters (optax keeps the Variable nodes and their metadata); plain array leaves (step
+    counters, scalars of the optimiser state) are replicated.
+
     Args:
-        state: an `nnx.State` (abstract or concrete) or an `nnx.Module`.
+        state: an `nnx.State` (abstract or concrete), an `nnx.Module` or a pytree of them.
         mesh: the target mesh.
         rules: logical -> mesh axes; default LOGICAL_AXIS_RULES.
 
@@ -167,7 +171,9 @@ def param_shardings(
     if isinstance(state, nnx.Module):
         state = nnx.state(state)
 
-    def sharding_of(variable: nnx.Variable) -> nnx.Variable:
+    def sharding_of(variable: Any) -> Any:
+        if not isinstance(variable, nnx.Variable):
+            return NamedSharding(mesh, PartitionSpec())
         axes = variable.get_metadata().get("out_sharding")
         shape = variable.shape
         if not axes:

@@ -28,6 +28,7 @@ import optax
 from flax import nnx
 from ml_collections import config_dict
 
+from rar_jax.parallel import batch_sharding
 from rar_jax.rl import grpo, losses
 from rar_jax.rl.optimizer import learning_rate_schedule, make_optimizer
 
@@ -207,23 +208,29 @@ def grpo_step(
     return new_state, metrics
 
 
+def batch_shardings(mesh: jax.sharding.Mesh) -> Batch:
+    """A Batch of shardings: rows over the data-parallel axes ("data", "fsdp"), rest replicated."""
+    ranks = Batch(*([2] * len(Batch._fields)))._replace(advantages=1)
+    return Batch(*(batch_sharding(mesh, rank) for rank in ranks))
+
+
 def jit_grpo_step(
     step_fn: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]],
     state_shardings: Any = None,
-    batch_sharding: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """Compiles a bound step once with explicit shardings; the state is donated.
 
     Args:
         step_fn: :func:`grpo_step` with its keyword arguments bound (``functools.partial``).
         state_shardings: a TrainState-shaped tree of NamedShardings (None: as the inputs are).
-        batch_sharding: a sharding for every Batch array, e.g. rows over ("data", "fsdp").
+        mesh: the mesh the batch rows are split over (with ``state_shardings``).
     """
     if state_shardings is None:
         return jax.jit(step_fn, donate_argnums=0)
     return jax.jit(
         step_fn,
-        in_shardings=(state_shardings, batch_sharding),
+        in_shardings=(state_shardings, batch_shardings(mesh)),
         out_shardings=(state_shardings, None),
         donate_argnums=0,
     )

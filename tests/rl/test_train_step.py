@@ -1,69 +1,20 @@
 """The GRPO train step on a tiny random decoder: exact on-policy ratio, exact micro-batching,
 gradients against an independent full-logits computation, skipped non-finite updates."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import nnx
+from grpo_batches import tiny_batch, tiny_config, tiny_step
 
-from rar_jax import config as rar_config
-from rar_jax.models.config import ModelConfig
-from rar_jax.models.decoder import Decoder
 from rar_jax.rl import grpo, train_step
 
-TINY = ModelConfig(
-    architecture="llama", vocab_size=32, hidden_size=16, intermediate_size=32, num_layers=2,
-    num_heads=4, num_kv_heads=2, head_dim=4, tie_word_embeddings=True,
-)
-ROWS, TIME, PROMPT = 4, 9, 3
-
-
-def _config(**rl_overrides):
-    config = rar_config.base_config()
-    config.rl.logprob_chunk_size = 3
-    config.optim.num_steps, config.optim.warmup_fraction = 10, 0.2
-    config.optim.learning_rate = 1e-2
-    for key, value in rl_overrides.items():
-        node = config.rl
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return config
-
-
-def _batch(seed=0):
-    """Left-padded prompts of lengths 3, 2, 3, 1 and answers of lengths 6, 4, 1, 6."""
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, TINY.vocab_size, (ROWS, TIME)).astype(np.int32)
-    prompt_lengths, answer_lengths = [3, 2, 3, 1], [6, 4, 1, 6]
-    attention = np.zeros((ROWS, TIME), bool)
-    loss_mask = np.zeros((ROWS, TIME), bool)
-    positions = np.zeros((ROWS, TIME), np.int32)
-    for row, (p, a) in enumerate(zip(prompt_lengths, answer_lengths)):
-        start = PROMPT - p
-        attention[row, start:PROMPT + a] = True
-        loss_mask[row, PROMPT:PROMPT + a] = True
-        positions[row, start:] = np.arange(TIME - start)
-    return train_step.Batch(
-        tokens=jnp.asarray(tokens), positions=jnp.asarray(positions),
-        attention_mask=jnp.asarray(attention), loss_mask=jnp.asarray(loss_mask),
-        advantages=jnp.asarray([1.0, -0.5, 2.0, -1.5]),
-        old_logprobs=jnp.zeros((ROWS, TIME)), ref_logprobs=jnp.zeros((ROWS, TIME)),
-    )
 
 
 def _setup(config, seed=0):
-    graphdef, params = nnx.split(Decoder(TINY, rngs=nnx.Rngs(seed)))
-    state, optimizer = train_step.make_train_state(params, config.optim)
-    step = functools.partial(
-        train_step.grpo_step, graphdef=graphdef, optimizer=optimizer, rl=config.rl,
-        optim=config.optim, temperature=1.0,
-    )
+    graphdef, state, step = tiny_step(config, seed)
     return graphdef, state, jax.jit(step)
 
 
@@ -77,9 +28,9 @@ def _full_logprobs(graphdef, params, batch):
 
 
 def test_logprobs_match_the_full_logits_path():
-    config = _config()
+    config = tiny_config()
     graphdef, state, _ = _setup(config)
-    batch = _batch()
+    batch = tiny_batch()
     got, _ = train_step.token_logprobs(
         graphdef, state.params, batch.tokens, batch.positions, batch.attention_mask,
         logprob_fn=grpo.logprob_fn(config.rl, temperature=1.0),
@@ -91,9 +42,9 @@ def test_logprobs_match_the_full_logits_path():
 
 @pytest.mark.slow
 def test_on_policy_step_has_ratio_one_and_policy_gradient():
-    config = _config()
+    config = tiny_config()
     graphdef, state, step = _setup(config)
-    batch = _batch()
+    batch = tiny_batch()
     params_before = jax.tree.map(jnp.copy, state.params)
     new_state, metrics = step(state, batch)
 
@@ -117,10 +68,10 @@ def test_on_policy_step_has_ratio_one_and_policy_gradient():
 @pytest.mark.slow
 @pytest.mark.parametrize("aggregation", ["seq_mean_token_mean", "token_mean"])
 def test_micro_batches_give_the_same_update(aggregation):
-    batch = _batch(seed=3)
+    batch = tiny_batch(seed=3)
     results = []
     for micro_batch_size in (0, 1, 2):
-        config = _config(micro_batch_size=micro_batch_size, **{"loss.aggregation": aggregation})
+        config = tiny_config(micro_batch_size=micro_batch_size, **{"loss.aggregation": aggregation})
         _, state, step = _setup(config)
         new_state, metrics = step(state, batch)
         results.append((jax.tree.leaves(new_state.params), metrics))
@@ -137,17 +88,17 @@ def test_micro_batches_give_the_same_update(aggregation):
         )
 
 
-def test_micro_batch_size_must_divide_the_batch():
-    config = _config(micro_batch_size=3)
+def test_micro_batch_size_must_divide_thetiny_batch():
+    config = tiny_config(micro_batch_size=3)
     _, state, step = _setup(config)
     with pytest.raises(ValueError, match="not divisible by rl.micro_batch_size=3"):
-        step(state, _batch())
+        step(state, tiny_batch())
 
 
 def test_stored_old_logprobs_change_the_ratio():
-    config = _config(old_logprobs="sampler")
+    config = tiny_config(old_logprobs="sampler")
     graphdef, state, step = _setup(config)
-    batch = _batch()
+    batch = tiny_batch()
     current = _full_logprobs(graphdef, state.params, batch)
     batch = batch._replace(old_logprobs=current - 0.5)  # Ratio exp(0.5) on every answer token.
     _, metrics = step(state, batch)
@@ -156,9 +107,9 @@ def test_stored_old_logprobs_change_the_ratio():
 
 
 def test_reference_model_enters_only_with_beta():
-    config = _config(**{"kl.beta": 0.1})
+    config = tiny_config(**{"kl.beta": 0.1})
     graphdef, state, step = _setup(config)
-    batch = _batch()
+    batch = tiny_batch()
     current = _full_logprobs(graphdef, state.params, batch)
     _, same = step(state, batch._replace(ref_logprobs=current))
     np.testing.assert_allclose(float(same["loss/kl"]), 0.0, atol=1e-6)
@@ -172,9 +123,9 @@ def test_reference_model_enters_only_with_beta():
 
 
 def test_non_finite_update_is_skipped_and_counted():
-    config = _config()
+    config = tiny_config()
     _, state, step = _setup(config)
-    batch = _batch()
+    batch = tiny_batch()
     before = jax.tree.map(np.asarray, state.params)
     bad = batch._replace(advantages=batch.advantages.at[1].set(jnp.nan))
     state, metrics = step(state, bad)
