@@ -67,6 +67,11 @@ def get_config() -> config_dict.ConfigDict:
     config.optim.eps = 1e-8  # AdamW epsilon.
     config.optim.max_grad_norm = 1.0  # Clip the global gradient norm to this; 0 disables.
 
+    # --- Checkpoints (rar_jax.checkpoint) -------------------------------------------------------
+    config.checkpoint = config_dict.ConfigDict()
+    config.checkpoint.max_to_keep = 3  # Newest checkpoints kept under <output_dir>/checkpoints.
+    config.checkpoint.async_save = True  # Write checkpoints in the background while training goes on.
+
     # --- Rubrics (rar_jax.rubrics) ---------------------------------------------------------------
     config.rubric = config_dict.ConfigDict()
     config.rubric.pitfall_polarity = "negative"  # Polarity of pitfalls without an item-level one.
