@@ -1,0 +1,1 @@
+"""Training and evaluation examples: records -> Example(conversation, rubric, reference, id)."""
