@@ -32,12 +32,15 @@ def get_config() -> config_dict.ConfigDict:
 
     # --- GRPO (rar_jax.rl) -----------------------------------------------------------------------
     config.rl = config_dict.ConfigDict()
+    config.rl.prompts_per_step = 6  # Prompts per step; x num_generations = rows (paper: 96 rows).
     config.rl.num_generations = 16  # G: answers sampled per prompt (the paper uses 16).
     config.rl.num_iterations = 1  # Policy updates per batch of rollouts (mu in the GRPO paper).
     config.rl.old_logprobs = "current"  # Source of pi_old: current (on-policy), sampler or recompute.
     config.rl.micro_batch_size = 0  # Rows per micro-batch of the update; 0 = the whole batch at once.
     config.rl.logprob_chunk_size = 256  # Time steps per chunk of the lm-head when computing log-probs.
+    config.rl.max_prompt_length = 512  # Longest chat-formatted prompt in tokens; longer ones are left out.
     config.rl.max_completion_length = 1024  # Longest sampled answer in tokens; Dr.GRPO's normaliser.
+    config.rl.max_consecutive_skipped = 5  # Stop (with a checkpoint) after this many non-finite updates in a row.
 
     config.rl.advantage = config_dict.ConfigDict()
     config.rl.advantage.scale = "group_std"  # group_std (GRPO), batch_std, or none (Dr.GRPO).
@@ -55,6 +58,13 @@ def get_config() -> config_dict.ConfigDict:
     config.rl.kl.beta = 0.0  # KL coefficient; 0 means no reference model is created at all.
     config.rl.kl.estimator = "k3"  # k1, k2 or k3 (Schulman's estimators of KL(pi || pi_ref)).
     config.rl.kl.clamp = 0.0  # Clip each per-token KL estimate to [-clamp, clamp]; 0 disables.
+    config.rl.kl.reference_on_host = False  # Keep the reference weights in host memory between uses.
+
+    # --- Rollout sampling (rar_jax.models.sampler) -----------------------------------------------
+    config.sampling = config_dict.ConfigDict()
+    config.sampling.temperature = 1.0  # Sampling temperature of the rollouts (the paper: 1.0).
+    config.sampling.top_k = 0  # Keep only the k most likely tokens; 0 disables.
+    config.sampling.top_p = 1.0  # Nucleus sampling mass; 1.0 disables.
 
     # --- Optimiser (rar_jax.rl.optimizer) --------------------------------------------------------
     config.optim = config_dict.ConfigDict()
@@ -71,6 +81,16 @@ def get_config() -> config_dict.ConfigDict:
     config.checkpoint = config_dict.ConfigDict()
     config.checkpoint.max_to_keep = 3  # Newest checkpoints kept under <output_dir>/checkpoints.
     config.checkpoint.async_save = True  # Write checkpoints in the background while training goes on.
+    config.checkpoint.every_steps = 50  # Save every this many steps (and at the end); 0 = only at the end.
+    config.checkpoint.resume = True  # Continue from the latest checkpoint in output_dir if there is one.
+
+    # --- Loop and logging (rar_jax.rl.trainer, rar_jax.metrics) ----------------------------------
+    config.train = config_dict.ConfigDict()
+    config.train.eval_every = 50  # Greedy evaluation on the held-out examples every N steps; 0 = never.
+    config.train.log_samples_every = 10  # Write sample answers to samples.jsonl every N steps; 0 = never.
+    config.metrics = config_dict.ConfigDict()
+    config.metrics.tensorboard = True  # Also write TensorBoard event files.
+    config.metrics.peak_flops_per_device = 0.0  # Peak FLOP/s of one device for MFU; 0 = not reported.
 
     # --- Rubrics (rar_jax.rubrics) ---------------------------------------------------------------
     config.rubric = config_dict.ConfigDict()

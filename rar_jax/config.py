@@ -128,6 +128,16 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
 
     need(rl.num_generations >= 2, "rl.num_generations", "must be >= 2 (a group needs two answers)")
     need(rl.num_iterations >= 1, "rl.num_iterations", "must be >= 1")
+    need(rl.prompts_per_step >= 1, "rl.prompts_per_step", "must be >= 1")
+    need(rl.max_prompt_length >= 1, "rl.max_prompt_length", "must be >= 1")
+    need(rl.max_consecutive_skipped >= 1, "rl.max_consecutive_skipped", "must be >= 1")
+    need(config.sampling.temperature > 0, "sampling.temperature", "must be > 0")
+    need(config.sampling.top_k >= 0, "sampling.top_k", "must be >= 0 (0 disables)")
+    need(0 < config.sampling.top_p <= 1, "sampling.top_p", "must be in (0, 1]")
+    need(config.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
+    need(config.train.eval_every >= 0, "train.eval_every", "must be >= 0")
+    need(config.train.log_samples_every >= 0, "train.log_samples_every", "must be >= 0")
+    need(config.metrics.peak_flops_per_device >= 0, "metrics.peak_flops_per_device", "must be >= 0")
     need(
         rl.num_iterations == 1 or rl.old_logprobs != "current",
         "rl.old_logprobs",

@@ -1,0 +1,470 @@
+"""The GRPO loop: examples -> sampler -> reward -> group advantages -> sharded train step.
+
+:class:`GRPOTrainer` only orchestrates; the math lives in :mod:`rar_jax.rl` (advantages, losses,
+the train step) and the judges in :mod:`rar_jax.judges`. One step:
+
+1. the next ``rl.prompts_per_step`` examples of the seeded :class:`ExampleStream`;
+2. the sampler draws ``rl.num_generations`` answers per prompt with the current weights (passed as
+   arguments: no recompilation, no host round trip of the parameters) and returns their
+   sampling log-probs (GRPO's old log-probs with ``rl.old_logprobs = "sampler"``);
+3. the reward function scores every (example, answer); an unscorable judgment is NaN and gets
+   advantage 0 (counted, with its reason, never a silent 0 reward);
+4. the rows become one :class:`Batch` (left-padded prompt, then answer) and the jitted step runs
+   ``rl.num_iterations`` times; the reference model (only when ``rl.kl.beta > 0``) and recomputed
+   old log-probs are separate jitted forward passes;
+5. metrics (JSONL + TensorBoard), sample answers, evaluation on held-out examples, checkpoints.
+
+Randomness: step ``s`` samples with ``fold_in(key(seed), s)``, so a resumed run draws exactly what
+the uninterrupted run would have drawn; together with the stream position and the train state
+in the checkpoint, resuming is bitwise identical on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from ml_collections import config_dict
+from tqdm.auto import tqdm
+
+from rar_jax import checkpoint as checkpoint_lib
+from rar_jax import metrics as metrics_lib
+from rar_jax.data.examples import Example, ExampleStream
+from rar_jax.models.sampler import Sampler, SamplingParams, bucket_size
+from rar_jax.parallel import make_mesh, param_shardings
+from rar_jax.rl import grpo, train_step
+from rar_jax.rubrics.schema import CATEGORY_IDS, Category, rubric_arrays
+
+logger = logging.getLogger(__name__)
+
+_PITFALL_ID = CATEGORY_IDS[Category.PITFALL]
+
+
+class RewardResult(Protocol):
+    """What a reward function returns (see ``rar_jax.judges.rewards``)."""
+
+    rewards: np.ndarray  # f32[n], NaN where the judgment failed.
+    verdicts: np.ndarray  # f32[n, k] per-criterion verdicts, NaN where none.
+    verdict_mask: np.ndarray  # bool[n, k].
+    failed: np.ndarray  # bool[n].
+    reasons: Sequence[str | None]  # Why each failed row failed.
+
+
+RewardFn = Callable[[Sequence[Example], Sequence[str]], RewardResult]
+
+
+class TrainingStopped(RuntimeError):
+    """Too many consecutive non-finite updates; a checkpoint was written first."""
+
+
+@dataclasses.dataclass
+class TrainSummary:
+    """What a finished run reports."""
+
+    steps: int
+    reward_first: float
+    reward_last: float
+    eval_rewards: dict[int, float]
+    criterion_changes: list[dict[str, Any]]
+    skipped_updates: int
+    judge_failures: int
+
+
+def prompt_tokens(tokenizer: Any, example: Example) -> list[int]:
+    """The chat-formatted prompt of ``example`` as token ids (generation prompt appended)."""
+    text = tokenizer.apply_chat_template(list(example.conversation), add_generation_prompt=True)
+    return tokenizer.encode(text)
+
+
+def assemble_batch(
+    prompts: Sequence[Sequence[int]],
+    answer_tokens: np.ndarray,
+    answer_lengths: np.ndarray,
+    answer_logprobs: np.ndarray,
+    advantages: np.ndarray,
+    *,
+    prompt_length: int,
+    pad_id: int,
+) -> train_step.Batch:
+    """Rows of [left-padded prompt | answer] with masks and token-aligned sampling log-probs.
+
+    Args:
+        prompts: the prompt token ids of each row (``n`` rows, repeated per sample).
+        answer_tokens: int32[n, m] generated tokens; ``answer_lengths`` int32[n] real ones.
+        answer_logprobs: f32[n, m] their sampling log-probs.
+        advantages: f32[n].
+        prompt_length: the padded prompt width (>= every prompt's length).
+        pad_id: the padding token.
+
+    Returns:
+        A Batch of width ``prompt_length + m``; ``ref_logprobs`` zeros (filled by the caller).
+    """
+    rows, width = answer_tokens.shape
+    total = prompt_length + width
+    tokens = np.full((rows, total), pad_id, np.int32)
+    attention = np.zeros((rows, total), bool)
+    loss_mask = np.zeros((rows, total), bool)
+    positions = np.zeros((rows, total), np.int32)
+    old_logprobs = np.zeros((rows, total), np.float32)
+    answer_valid = np.arange(width)[None, :] < answer_lengths[:, None]
+    for row, prompt in enumerate(prompts):
+        start = prompt_length - len(prompt)
+        if start < 0:
+            raise ValueError(f"row {row}: prompt of {len(prompt)} tokens exceeds {prompt_length}")
+        tokens[row, start:prompt_length] = prompt
+        attention[row, start:prompt_length] = True
+        positions[row, start:] = np.arange(total - start)
+    tokens[:, prompt_length:] = np.where(answer_valid, answer_tokens, pad_id)
+    attention[:, prompt_length:] = answer_valid
+    loss_mask[:, prompt_length:] = answer_valid
+    old_logprobs[:, prompt_length:] = np.where(answer_valid, answer_logprobs, 0.0)
+    return train_step.Batch(
+        tokens=jnp.asarray(tokens),
+        positions=jnp.asarray(positions),
+        attention_mask=jnp.asarray(attention),
+        loss_mask=jnp.asarray(loss_mask),
+        advantages=jnp.asarray(advantages, jnp.float32),
+        old_logprobs=jnp.asarray(old_logprobs),
+        ref_logprobs=jnp.zeros((rows, total), jnp.float32),
+    )
+
+
+def rubric_metrics(examples: Sequence[Example], result: RewardResult) -> dict[str, float]:
+    """Criterion satisfaction (credit-adjusted: satisfying a bad criterion counts 0) and the
+    pitfall hit rate (a pitfall's bad side observed) over the scored rows."""
+    rubrics = [example.rubric for example in examples]
+    if any(rubric is None for rubric in rubrics) or not np.any(result.verdict_mask):
+        return {}
+    arrays = rubric_arrays(rubrics, pad_to=result.verdicts.shape[1])
+    verdicts = np.where(result.verdict_mask, result.verdicts, np.nan)
+    credit = np.where(arrays.polarity_signs > 0, verdicts, 1.0 - verdicts)
+    metrics = {"rubric/criteria_credit": float(np.nanmean(credit))}
+    pitfall = arrays.mask & (arrays.category_ids == _PITFALL_ID) & result.verdict_mask
+    if np.any(pitfall):
+        metrics["rubric/pitfall_hit_rate"] = float(np.nanmean(np.where(pitfall, 1.0 - credit, np.nan)))
+    return metrics
+
+
+class GRPOTrainer:
+    """Runs GRPO with a reward function over examples; see the module docstring.
+
+    Args:
+        config: a validated config (sections rl, sampling, optim, train, checkpoint, metrics, mesh).
+        policy: the policy Decoder (its current weights are the start).
+        tokenizer: the policy's tokenizer (chat template, encode / decode, stop and pad ids).
+        reward_fn: ``(examples, answers) -> RewardResult``.
+        train_examples: the training prompts.
+        eval_examples: held-out prompts scored greedily every ``train.eval_every`` steps.
+    """
+
+    def __init__(
+        self,
+        config: config_dict.ConfigDict,
+        *,
+        policy: nnx.Module,
+        tokenizer: Any,
+        reward_fn: RewardFn,
+        train_examples: Sequence[Example],
+        eval_examples: Sequence[Example] = (),
+    ):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.reward_fn = reward_fn
+        rl = config.rl
+        self.mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+        self.examples = self._fitting(train_examples, "train")
+        self.eval_examples = self._fitting(eval_examples, "eval") if eval_examples else []
+        self.stream = ExampleStream(self.examples, seed=config.seed)
+        self.rows = rl.prompts_per_step * rl.num_generations
+        data_parallel = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        if self.rows % data_parallel:
+            raise ValueError(
+                f"rl.prompts_per_step x rl.num_generations = {self.rows} rows do not split over "
+                f"the {data_parallel} data-parallel devices of the mesh"
+            )
+
+        self.graphdef, params = nnx.split(policy)
+        state, optimizer = train_step.make_train_state(params, config.optim)
+        self.state_shardings = param_shardings(state, self.mesh)
+        self.state = jax.device_put(state, self.state_shardings)
+        self.sampler = Sampler(policy, tokenizer, mesh=self.mesh)
+        self.sampling = SamplingParams(
+            max_new_tokens=rl.max_completion_length,
+            temperature=config.sampling.temperature,
+            top_k=config.sampling.top_k,
+            top_p=config.sampling.top_p,
+            num_samples=rl.num_generations,
+        )
+        self.eval_sampling = dataclasses.replace(self.sampling, greedy=True, num_samples=1)
+        step = functools.partial(
+            train_step.grpo_step,
+            graphdef=self.graphdef,
+            optimizer=optimizer,
+            rl=rl,
+            optim=config.optim,
+            temperature=config.sampling.temperature,
+        )
+        self._step = train_step.jit_grpo_step(step, self.state_shardings, self.mesh)
+        self._logprobs = jax.jit(
+            functools.partial(
+                train_step.token_logprobs,
+                self.graphdef,
+                logprob_fn=grpo.logprob_fn(rl, temperature=config.sampling.temperature),
+            )
+        )
+        self.reference_params = None
+        if rl.kl.beta > 0:
+            # A copy of the starting weights; on the host between uses when asked to.
+            reference = jax.tree.map(jnp.copy, self.state.params)
+            self.reference_params = (
+                jax.device_get(reference) if rl.kl.reference_on_host else reference
+            )
+        self.advantages = jax.jit(grpo.advantage_fn(rl))
+        self.checkpointer = checkpoint_lib.Checkpointer.from_config(config)
+        self.writer = metrics_lib.MetricsWriter(
+            config.output_dir, tensorboard=config.metrics.tensorboard
+        )
+        self.num_params = sum(x.size for x in jax.tree.leaves(params))
+        self._criterion_history: dict[tuple[str, int], list[tuple[int, float]]] = {}
+
+    # ------------------------------------------------------------------ data
+    def _fitting(self, examples: Sequence[Example], split: str) -> list[Example]:
+        """Examples whose prompt fits ``rl.max_prompt_length``; the rest are logged, not hidden."""
+        limit = self.config.rl.max_prompt_length
+        kept, dropped = [], []
+        for example in examples:
+            (kept if len(prompt_tokens(self.tokenizer, example)) <= limit else dropped).append(
+                example
+            )
+        if dropped:
+            logger.warning(
+                "%s: %d of %d examples have prompts longer than rl.max_prompt_length=%d tokens "
+                "and are left out: %s",
+                split, len(dropped), len(examples), limit,
+                ", ".join(e.example_id for e in dropped[:10]) + (" ..." if len(dropped) > 10 else ""),
+            )
+        if not kept and examples:
+            raise ValueError(
+                f"{split}: no example fits rl.max_prompt_length={limit}; raise it or shorten the data"
+            )
+        return kept
+
+    # ------------------------------------------------------------------ one step
+    def _sample_and_score(
+        self, examples: Sequence[Example], sampling: SamplingParams, key: jax.Array
+    ) -> tuple[list[list[int]], Any, list[Example], RewardResult, dict[str, float]]:
+        """Answers (prompt-major, ``sampling.num_samples`` per example) and their rewards."""
+        prompts = [prompt_tokens(self.tokenizer, example) for example in examples]
+        start = time.perf_counter()
+        output = self.sampler.generate(prompts, sampling, key, params=self.state.params)
+        sampled = time.perf_counter()
+        repeated = [examples[i] for i in output.prompt_indices]
+        result = self.reward_fn(repeated, output.texts)
+        judged = time.perf_counter()
+        timings = {"time/sample_s": sampled - start, "time/judge_s": judged - sampled}
+        return prompts, output, repeated, result, timings
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """Runs step ``step`` (0-based) and returns its metrics."""
+        config, rl = self.config, self.config.rl
+        examples = self.stream.next_batch(rl.prompts_per_step)
+        key = jax.random.fold_in(jax.random.key(config.seed), step)
+        prompts, output, repeated, result, timings = self._sample_and_score(
+            examples, self.sampling, key
+        )
+        rewards = np.asarray(result.rewards, np.float32)
+        advantages = self.advantages(jnp.asarray(rewards))
+        repeated_prompts = [prompts[i] for i in output.prompt_indices]
+        batch = assemble_batch(
+            repeated_prompts,
+            output.tokens,
+            output.lengths,
+            output.logprobs,
+            np.asarray(advantages.advantages),
+            # Bucketed like the sampler's prompts, so the step compiles once per bucket.
+            prompt_length=bucket_size(max(map(len, prompts)), self.sampler.prompt_buckets),
+            pad_id=self.sampler.pad_id,
+        )
+        start = time.perf_counter()
+        if rl.old_logprobs == "recompute":
+            old, _ = self._logprobs(self.state.params, batch.tokens, batch.positions, batch.attention_mask)
+            batch = batch._replace(old_logprobs=old)
+        if self.reference_params is not None:
+            reference = jax.device_put(self.reference_params, self.state_shardings.params)
+            ref, _ = self._logprobs(reference, batch.tokens, batch.positions, batch.attention_mask)
+            batch = batch._replace(ref_logprobs=ref)
+        batch = jax.device_put(batch, train_step.batch_shardings(self.mesh))
+        for _ in range(rl.num_iterations):
+            self.state, step_metrics = self._step(self.state, batch)
+        step_metrics = jax.device_get(step_metrics)
+        trained = time.perf_counter()
+
+        finite = np.isfinite(rewards)
+        answer_tokens = int(output.lengths.sum())
+        trained_tokens = int(np.asarray(batch.attention_mask).sum())
+        flops = 2 * self.num_params * answer_tokens + 6 * self.num_params * trained_tokens * rl.num_iterations
+        timings["time/train_s"] = trained - start
+        elapsed = sum(timings.values())
+        metrics = {
+            "reward/mean": float(np.mean(rewards[finite])) if finite.any() else math.nan,
+            "reward/std": float(np.std(rewards[finite])) if finite.any() else math.nan,
+            "reward/judge_failures": int((~finite).sum()),
+            "reward/frac_tied_groups": float(advantages.frac_tied_groups),
+            "advantage/mean": float(advantages.mean),
+            "advantage/std": float(advantages.std),
+            "answer/length_mean": float(output.lengths.mean()),
+            "answer/length_max": int(output.lengths.max()),
+            "answer/frac_truncated": float(np.mean([r == "length" for r in output.finish_reasons])),
+            "throughput/tokens_per_s": (answer_tokens + trained_tokens) / max(elapsed, 1e-9),
+            "throughput/model_flops_per_s": flops / max(elapsed, 1e-9),
+            **timings,
+            **{name: float(value) for name, value in step_metrics.items()},
+            **rubric_metrics(repeated, result),
+        }
+        if config.metrics.peak_flops_per_device > 0:
+            peak = config.metrics.peak_flops_per_device * self.mesh.size
+            metrics["throughput/mfu"] = metrics["throughput/model_flops_per_s"] / peak
+        failures = [reason for reason in result.reasons if reason]
+        if failures:
+            logger.warning("step %d: %d judgments failed, e.g. %s", step, len(failures), failures[0])
+        self._record_criteria(step, repeated, result)
+        if config.train.log_samples_every and step % config.train.log_samples_every == 0:
+            self.writer.write_samples(
+                step,
+                [
+                    {
+                        "example_id": repeated[row].example_id,
+                        "answer": output.texts[row],
+                        "reward": None if not finite[row] else float(rewards[row]),
+                        "failure": result.reasons[row],
+                    }
+                    for row in range(min(len(output.texts), rl.num_generations))
+                ],
+            )
+        return metrics
+
+    def _record_criteria(self, step: int, examples: Sequence[Example], result: RewardResult) -> None:
+        """Per (example, criterion): the mean credit over this step's answers."""
+        verdicts = np.asarray(result.verdicts)
+        if verdicts.size == 0:
+            return
+        by_key: dict[tuple[str, int], list[float]] = {}
+        for row, example in enumerate(examples):
+            if example.rubric is None:
+                continue
+            for index, criterion in enumerate(example.rubric.criteria):
+                if index < verdicts.shape[1] and result.verdict_mask[row, index]:
+                    value = verdicts[row, index]
+                    credit = value if criterion.polarity.sign > 0 else 1.0 - value
+                    if np.isfinite(credit):
+                        by_key.setdefault((example.example_id, index), []).append(float(credit))
+        for key, values in by_key.items():
+            self._criterion_history.setdefault(key, []).append((step, float(np.mean(values))))
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, step: int) -> float:
+        """Greedy answers to the held-out examples, scored by the same reward; the mean reward."""
+        rewards = []
+        batch_size = self.config.rl.prompts_per_step
+        key = jax.random.key(self.config.seed)
+        for start in range(0, len(self.eval_examples), batch_size):
+            chunk = self.eval_examples[start:start + batch_size]
+            _, _, _, result, _ = self._sample_and_score(chunk, self.eval_sampling, key)
+            rewards.extend(np.asarray(result.rewards, np.float64).tolist())
+        values = np.asarray(rewards)
+        mean = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        self.writer.write(step, {"eval/reward_mean": mean, "eval/judge_failures": int(np.isnan(values).sum())})
+        return mean
+
+    # ------------------------------------------------------------------ checkpoints
+    def _metadata(self, step: int) -> dict[str, Any]:
+        return {"step": step, "data_position": self.stream.position, "seed": self.config.seed}
+
+    def save(self, step: int) -> None:
+        """Checkpoints the state after ``step`` steps (asynchronously when configured)."""
+        self.checkpointer.save(step, self.state, self._metadata(step))
+
+    def maybe_resume(self) -> int:
+        """Restores the latest checkpoint of ``output_dir`` if any; returns the steps done."""
+        if self.checkpointer.latest_step() is None:
+            return 0
+        self.state, metadata = self.checkpointer.restore(self.state)
+        self.stream.position = metadata["data_position"]
+        logger.info("resumed after step %d", metadata["step"])
+        return int(metadata["step"])
+
+    # ------------------------------------------------------------------ the run
+    def train(self) -> TrainSummary:
+        """Trains for ``optim.num_steps`` steps (continuing a checkpointed run) and summarises."""
+        config = self.config
+        done = self.maybe_resume() if config.checkpoint.resume else 0
+        rewards: list[float] = []
+        eval_rewards: dict[int, float] = {}
+        skipped = failures = 0
+        progress = tqdm(range(done, config.optim.num_steps), initial=done,
+                        total=config.optim.num_steps, desc="GRPO", unit="step")
+        try:
+            for step in progress:
+                if config.train.eval_every and self.eval_examples and step % config.train.eval_every == 0:
+                    eval_rewards[step] = self.evaluate(step)
+                metrics = self.train_step(step)
+                self.writer.write(step, metrics)
+                rewards.append(metrics["reward/mean"])
+                skipped += metrics["update_skipped"]
+                failures += metrics["reward/judge_failures"]
+                progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics['loss']:.4f}")
+                if metrics["consecutive_skipped"] >= config.rl.max_consecutive_skipped:
+                    self.save(step + 1)
+                    self.checkpointer.wait()
+                    raise TrainingStopped(
+                        f"step {step}: {int(metrics['consecutive_skipped'])} updates in a row had "
+                        f"non-finite gradients (rl.max_consecutive_skipped="
+                        f"{config.rl.max_consecutive_skipped}); stopped with a checkpoint in "
+                        f"{self.checkpointer.directory}"
+                    )
+                if config.checkpoint.every_steps and (step + 1) % config.checkpoint.every_steps == 0:
+                    self.save(step + 1)
+            if self.eval_examples and config.train.eval_every:
+                eval_rewards[config.optim.num_steps] = self.evaluate(config.optim.num_steps)
+            if config.optim.num_steps > done:
+                self.save(config.optim.num_steps)
+        finally:
+            self.checkpointer.wait()
+            self.writer.close()
+        return TrainSummary(
+            steps=config.optim.num_steps,
+            reward_first=rewards[0] if rewards else math.nan,
+            reward_last=rewards[-1] if rewards else math.nan,
+            eval_rewards=eval_rewards,
+            criterion_changes=self.criterion_changes(),
+            skipped_updates=int(skipped),
+            judge_failures=int(failures),
+        )
+
+    def criterion_changes(self) -> list[dict[str, Any]]:
+        """Per (example, criterion) seen at least twice: credit when first and last seen."""
+        changes = []
+        rubrics = {example.example_id: example.rubric for example in self.examples}
+        for (example_id, index), history in sorted(self._criterion_history.items()):
+            if len(history) < 2:
+                continue
+            criterion = rubrics[example_id].criteria[index]
+            changes.append({
+                "example_id": example_id,
+                "criterion": criterion.description,
+                "category": criterion.category.value if criterion.category else None,
+                "first_step": history[0][0],
+                "first": history[0][1],
+                "last_step": history[-1][0],
+                "last": history[-1][1],
+            })
+        return changes
