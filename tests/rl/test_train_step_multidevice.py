@@ -3,7 +3,7 @@
 import pathlib
 
 import pytest
-from conftest import run_checks_on_8_devices
+from multidevice_runner import run_checks_on_8_devices
 
 
 @pytest.mark.slow
