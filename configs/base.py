@@ -17,6 +17,21 @@ def get_config() -> config_dict.ConfigDict:
     config.seed = 0  # Seed of every random choice of the run (sampling, bootstrap, data order).
     config.output_dir = "runs/default"  # Folder for metrics, reports and checkpoints.
 
+    # --- Multi-host (jax.distributed) -------------------------------------------------------------
+    config.distributed = config_dict.ConfigDict()
+    config.distributed.initialize = False  # Call jax.distributed.initialize() first (TPU pods, multi-node GPU).
+    config.distributed.coordinator_address = ""  # host:port of process 0; "" = auto-detect (TPU, SLURM, ...).
+    config.distributed.num_processes = 0  # Processes in the job; 0 = auto-detect.
+    config.distributed.process_id = -1  # This process's index; -1 = auto-detect.
+
+    # --- Training data (rar_jax.data.examples) ---------------------------------------------------
+    config.data = config_dict.ConfigDict()
+    config.data.format = "healthbench"  # Record layout: healthbench, rar or kqa.
+    config.data.train_path = ""  # JSONL of training prompts (with rubrics / references).
+    config.data.train_limit = 0  # Read at most this many training records; 0 = all.
+    config.data.eval_path = ""  # JSONL of held-out prompts; "" = hold out data.eval_size training records.
+    config.data.eval_size = 0  # Held-out records taken (seeded) from train_path when eval_path is "".
+
     # --- Policy model (rar_jax.models) -----------------------------------------------------------
     config.model = config_dict.ConfigDict()
     config.model.source = "smollm2"  # "smollm2" (embedded), a .gguf file or an HF checkpoint dir.
@@ -88,6 +103,7 @@ def get_config() -> config_dict.ConfigDict:
     config.train = config_dict.ConfigDict()
     config.train.eval_every = 50  # Greedy evaluation on the held-out examples every N steps; 0 = never.
     config.train.log_samples_every = 10  # Write sample answers to samples.jsonl every N steps; 0 = never.
+    config.train.export_hf = False  # Write the final policy as an HF safetensors dir to <output_dir>/hf_export.
     config.metrics = config_dict.ConfigDict()
     config.metrics.tensorboard = True  # Also write TensorBoard event files.
     config.metrics.peak_flops_per_device = 0.0  # Peak FLOP/s of one device for MFU; 0 = not reported.
@@ -106,6 +122,35 @@ def get_config() -> config_dict.ConfigDict:
     config.reward.category_weights.optional = 0.3  # Weight of Optional criteria.
     config.reward.category_weights.pitfall = 0.9  # Weight of Pitfall criteria (v1 of the paper: 0.8).
     config.reward.rating_normalization = "min_max"  # 1-10 rating -> reward: min_max (s-1)/9, over_max s/10.
+
+    config.reward.method = "rar_implicit"  # direct_likert, reference_likert, rar_predefined, rar_explicit, rar_implicit, healthbench_points.
+
+    # --- Judge (rar_jax.judges) ------------------------------------------------------------------
+    config.judge = config_dict.ConfigDict()
+    config.judge.backend = "jax"  # jax (in-process JAX model) or http (OpenAI-compatible server).
+    config.judge.devices = 0  # jax backend: 0 = share the policy's devices; n = the last n devices, tensor-parallel.
+    config.judge.model_source = "smollm2"  # Judge checkpoint of the jax backend: smollm2, a .gguf or an HF dir.
+    config.judge.scoring = "verdict_probs"  # verdict_probs (read P(true) / rating distribution) or generate (write and parse JSON).
+    config.judge.prefix_reuse = True  # Compute the shared (instructions, prompt, answer) prefix once per answer.
+    config.judge.batch_size = 16  # Judge prompts per forward batch of the jax backend.
+    config.judge.max_tokens = 64  # Most tokens a judge may write (generate scoring and the http backend).
+    config.judge.min_verdict_mass = 0.0  # Verdict tokens' probability mass below this makes the judgment fail (NaN).
+    config.judge.show_categories = True  # Show the category label of each criterion to the implicit judge.
+    config.judge.show_weights = True  # Show the weight of each criterion to the implicit judge.
+    config.judge.templates_dir = ""  # Folder of replacement prompt templates; "" = the packaged ones.
+    config.judge.http = config_dict.ConfigDict()
+    config.judge.http.base_url = "http://127.0.0.1:8000/v1"  # API root; requests go to {base_url}/chat/completions.
+    config.judge.http.model = "judge"  # Model name sent with every request.
+    config.judge.http.api_key_env = "OPENAI_API_KEY"  # Name of the environment variable holding the API key.
+    config.judge.http.max_concurrency = 16  # Most requests in flight at once.
+    config.judge.http.requests_per_minute = 0.0  # Request rate limit; 0 = none.
+    config.judge.http.tokens_per_minute = 0.0  # Token rate limit (estimated, corrected by usage); 0 = none.
+    config.judge.http.timeout_s = 60.0  # Deadline of one attempt in seconds.
+    config.judge.http.max_attempts = 4  # Attempts per request, the first included.
+    config.judge.http.backoff_initial_s = 1.0  # Backoff before the second attempt (before jitter).
+    config.judge.http.backoff_max_s = 60.0  # Cap of the exponential backoff.
+    config.judge.http.cache_dir = ""  # On-disk reply cache folder; "" disables it.
+    config.judge.http.progress_min_requests = 32  # Show a progress bar for batches of at least this many requests.
 
     # --- HealthBench scoring (rar_jax.eval) ------------------------------------------------------
     config.healthbench = config_dict.ConfigDict()

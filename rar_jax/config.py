@@ -39,6 +39,17 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "rubric.ablation": ("all", "essential_only", "no_pitfalls"),
     "reward.explicit_normalization": ("category_weights", "signed_abs"),
     "reward.rating_normalization": ("min_max", "over_max"),
+    "reward.method": (
+        "direct_likert",
+        "reference_likert",
+        "rar_predefined",
+        "rar_explicit",
+        "rar_implicit",
+        "healthbench_points",
+    ),
+    "data.format": ("healthbench", "rar", "kqa"),
+    "judge.backend": ("jax", "http"),
+    "judge.scoring": ("verdict_probs", "generate"),
 }
 
 
@@ -171,6 +182,45 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
         need(weight > 0, f"reward.category_weights.{name}", "must be > 0")
     need(
         config.healthbench.bootstrap_samples >= 1, "healthbench.bootstrap_samples", "must be >= 1"
+    )
+
+    data = config.data
+    need(data.train_limit >= 0, "data.train_limit", "must be >= 0 (0 = all)")
+    need(data.eval_size >= 0, "data.eval_size", "must be >= 0")
+    need(
+        not (data.eval_path and data.eval_size),
+        "data.eval_size",
+        f"is {data.eval_size} but data.eval_path is set; hold out from the train file or use a "
+        "separate eval file, not both",
+    )
+    dist = config.distributed
+    need(dist.num_processes >= 0, "distributed.num_processes", "must be >= 0 (0 = auto-detect)")
+    need(dist.process_id >= -1, "distributed.process_id", "must be >= -1 (-1 = auto-detect)")
+
+    judge = config.judge
+    need(judge.devices >= 0, "judge.devices", "must be >= 0 (0 = share the policy's devices)")
+    need(
+        judge.devices == 0 or judge.backend == "jax",
+        "judge.devices",
+        f"is {judge.devices} but judge.backend is {judge.backend!r}; only the jax judge runs on devices",
+    )
+    if num_devices is not None and judge.devices:
+        need(
+            judge.devices < num_devices,
+            "judge.devices",
+            f"is {judge.devices}, but only {num_devices} devices exist; the policy needs at least one",
+        )
+        num_devices = max(num_devices - judge.devices, 1)
+    need(judge.batch_size >= 1, "judge.batch_size", "must be >= 1")
+    need(judge.max_tokens >= 1, "judge.max_tokens", "must be >= 1")
+    need(0 <= judge.min_verdict_mass <= 1, "judge.min_verdict_mass", "must be in [0, 1]")
+    need(judge.http.max_concurrency >= 1, "judge.http.max_concurrency", "must be >= 1")
+    need(judge.http.max_attempts >= 1, "judge.http.max_attempts", "must be >= 1")
+    need(judge.http.timeout_s > 0, "judge.http.timeout_s", "must be > 0")
+    need(
+        judge.backend != "http" or judge.http.base_url.startswith(("http://", "https://")),
+        "judge.http.base_url",
+        f"is {judge.http.base_url!r}; the http judge needs an http(s) URL",
     )
 
     errors.extend(_check_mesh(config.mesh, num_devices))

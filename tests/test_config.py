@@ -9,7 +9,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from rar_jax import config as rar_config
-from rar_jax.judges import aggregation
+from rar_jax.data import examples
+from rar_jax.judges import aggregation, jax_backend, rewards
 from rar_jax.models import config as model_config
 from rar_jax.rubrics import ablations
 from rar_jax.rl import advantages, losses
@@ -202,6 +203,38 @@ def test_config_choices_equal_the_registries():
         "model.remat_policy": model_config.REMAT_POLICIES,
         "reward.explicit_normalization": aggregation.EXPLICIT_NORMALIZATIONS,
         "reward.rating_normalization": aggregation.RATING_NORMALIZATIONS,
+        "reward.method": rewards.REWARD_METHODS,
+        "judge.backend": rewards.JUDGE_BACKENDS,
+        "judge.scoring": jax_backend.SCORING_MODES,
+        "data.format": examples.EXAMPLE_READERS,
     }
     for key, registry in registries.items():
         assert set(rar_config.CHOICES[key]) == set(registry), key
+
+
+def test_judge_devices_are_taken_from_the_policy_mesh():
+    config = _base()
+    config.judge.devices = 2
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 3, 2, 1  # 6 = 8 - 2 judge devices.
+    rar_config.validate(config, num_devices=8)
+    config.mesh.data = 4  # 8 policy devices + 2 judge devices > 8.
+    assert "mesh" in _error_of(config, num_devices=8)
+    config.judge.devices = 8
+    assert "'judge.devices' is 8, but only 8 devices exist" in _error_of(config, num_devices=8)
+
+
+def test_http_judge_cannot_hold_devices_and_needs_a_url():
+    config = _base()
+    config.judge.backend = "http"
+    config.judge.devices = 1
+    config.judge.http.base_url = "localhost:8000"
+    message = _error_of(config)
+    assert "'judge.devices' is 1 but judge.backend is 'http'" in message
+    assert "'judge.http.base_url' is 'localhost:8000'" in message
+
+
+def test_eval_file_and_held_out_size_are_exclusive():
+    config = _base()
+    config.data.eval_path = "eval.jsonl"
+    config.data.eval_size = 4
+    assert "'data.eval_size' is 4 but data.eval_path is set" in _error_of(config)
