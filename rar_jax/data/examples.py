@@ -53,7 +53,12 @@ class Example:
     example_id: str
 
 
-def _conversation(value: Any, source: str, field: str) -> tuple[ChatMessage, ...]:
+def parse_conversation(value: Any, source: str, field: str) -> tuple[ChatMessage, ...]:
+    """A chat (a string = one user turn, or a list of {role, content}) ending with a user turn.
+
+    Raises:
+        RubricError: naming ``source`` (file:line) and ``field``.
+    """
     if isinstance(value, str):
         value = [{"role": "user", "content": value}]
     if not isinstance(value, list) or not value:
@@ -73,7 +78,9 @@ def _conversation(value: Any, source: str, field: str) -> tuple[ChatMessage, ...
     return tuple({"role": m["role"], "content": m["content"]} for m in value)
 
 
-def _text_or_none(value: Any, source: str, field: str) -> str | None:
+def optional_text(value: Any, source: str, field: str) -> str | None:
+    """A string field that may be absent: None for a missing or blank value; a non-string is an
+    error naming ``source`` and ``field``."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -84,10 +91,10 @@ def _text_or_none(value: Any, source: str, field: str) -> str | None:
 def example_from_healthbench_record(record: Mapping[str, Any], source: str, **_: Any) -> Example:
     """A HealthBench record -> Example (reference = ideal completion if present)."""
     ideal = record.get("ideal_completions_data") or {}
-    reference = _text_or_none(ideal.get("ideal_completion"), source, "ideal_completions_data")
+    reference = optional_text(ideal.get("ideal_completion"), source, "ideal_completions_data")
     example_id = record.get("prompt_id") or record.get("_key") or source
     return Example(
-        _conversation(record.get("prompt"), source, "prompt"),
+        parse_conversation(record.get("prompt"), source, "prompt"),
         rubric_from_healthbench_record(record, source=source),
         reference,
         str(example_id),
@@ -99,9 +106,9 @@ def example_from_rar_record(
 ) -> Example:
     """A RaR record -> Example (the question as one user turn)."""
     return Example(
-        _conversation(record.get("question"), source, "question"),
+        parse_conversation(record.get("question"), source, "question"),
         rubric_from_rar_record(record, pitfall_polarity=pitfall_polarity, source=source),
-        _text_or_none(record.get("reference_answer"), source, "reference_answer"),
+        optional_text(record.get("reference_answer"), source, "reference_answer"),
         source,
     )
 
@@ -109,9 +116,9 @@ def example_from_rar_record(
 def example_from_kqa_record(record: Mapping[str, Any], source: str, **_: Any) -> Example:
     """A K-QA record -> Example (Must_have / Nice_to_have as the rubric)."""
     return Example(
-        _conversation(record.get("Question"), source, "Question"),
+        parse_conversation(record.get("Question"), source, "Question"),
         rubric_from_kqa_record(record, source=source),
-        _text_or_none(record.get("Free_form_answer"), source, "Free_form_answer"),
+        optional_text(record.get("Free_form_answer"), source, "Free_form_answer"),
         source,
     )
 

@@ -3,7 +3,6 @@
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -13,11 +12,10 @@ import pytest
 
 from rar_jax.models.loading import load_model_and_tokenizer
 from rar_jax.models.sampler import Sampler, SamplingParams
-from rar_jax.models.tokenizer import Tokenizer
+from tiny_checkpoint import write_tiny_checkpoint
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "experiments" / "generate.py"
-FIXTURE = REPO_ROOT / "tests" / "fixtures" / "llama_tiny"
 RECORDS = [
     {"prompt": "hello there"},
     {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "why?"}]},
@@ -38,32 +36,10 @@ def run_generate(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def byte_tokenizer() -> Tokenizer:
-    """A byte-level tokenizer whose id i is byte i (fits the fixture's 256-token vocabulary)."""
-    import tokenizers
-    from tokenizers import decoders, models, pre_tokenizers
-
-    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    chars, extra = {}, 0
-    for byte in range(256):
-        chars[byte] = chr(byte) if byte in printable else chr(256 + extra)
-        extra += byte not in printable
-    backend = tokenizers.Tokenizer(models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([tokenizers.AddedToken(chars[2], special=True, normalized=False)])
-    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
-    return Tokenizer(backend, chat_template=template, eos_token=chars[2], source="byte tokenizer")
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> pathlib.Path:
     """The llama_tiny fixture weights plus a byte-level tokenizer, as an HF directory."""
-    directory = tmp_path_factory.mktemp("tiny_checkpoint")
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(FIXTURE / name, directory / name)
-    byte_tokenizer().save_hf(directory)
-    return directory
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint"))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ Test helper (not part of the library). ``FakeOpenAIServer`` runs a
 of its last message; ``script[key]`` is a list of actions consumed one per request with that key
 (``"ok"`` once the list is empty), so concurrent requests get deterministic faults:
 
-- ``"ok"``: 200 with the reply ``"echo: <last message content>"`` and a ``usage`` object
+- ``"ok"``: 200 with the reply ``"echo: <last message content>"`` (or ``replies(<last message
+  content>)`` when the ``replies`` function is set) and a ``usage`` object
   (``usage_total_tokens``; none when that is None), plus logprobs when the request asked;
 - ``"slow"``: sleeps ``slow_s`` seconds, then replies ok (beyond a small client timeout);
 - ``"500"``, ``"503"``, ``"400"``, ``"401"``: that status with a JSON error body;
@@ -25,6 +26,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -47,6 +49,7 @@ class FakeOpenAIServer:
         self.slow_s = 1.0
         self.delay_s = 0.0
         self.usage_total_tokens: int | None = 8
+        self.replies: Callable[[str], str] | None = None
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -160,7 +163,7 @@ class FakeOpenAIServer:
         self._thread.start()
 
     def _reply(self, body: dict[str, Any], key: str) -> dict[str, Any]:
-        text = f"echo: {key}"
+        text = self.replies(key) if self.replies is not None else f"echo: {key}"
         choice: dict[str, Any] = {
             "index": 0,
             "message": {"role": "assistant", "content": text},

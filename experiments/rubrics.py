@@ -1,0 +1,378 @@
+"""Generate rubrics for a JSONL of questions with any judge backend (``rar-rubrics``).
+
+Input records: ``question`` or ``prompt`` (a string), optionally ``reference`` or
+``reference_answer`` (the reference answer), optionally ``id``; other fields are copied to the
+output. Each question gets the rubric-generation prompt of
+:func:`rar_jax.judges.prompts.rubric_generation_prompt` (``--domain`` medical or science; with the
+reference answer unless ``--nouse_reference`` or the record has none), sent through the backend
+of the config (``judge.backend``: the in-process JAX model or an OpenAI-compatible server; its
+``generate_texts`` method).
+
+Every reply is parsed and validated by :func:`rar_jax.judges.parsing.parse_rubric` (a JSON array
+of ``--min_items`` to ``--max_items`` items ``{title, description, weight}``, category prefixes and
+weight ranges checked) and built into a :class:`rar_jax.rubrics.schema.Rubric`. An invalid reply
+is retried, up to ``--max_attempts`` attempts in all: attempt 1 uses ``--temperature`` (0 =
+greedy) and ``--seed``; attempt a > 1 uses ``--retry_temperature`` and seed ``seed + a - 1``, so a
+retry can differ from the reply before (and is a new request for the HTTP cache).
+
+Outputs:
+
+- ``--output``: one RaR-format record per valid rubric, in input order: the input fields plus
+  ``question``, ``reference_answer`` ("" when none was used), ``rubric`` (items ``{title,
+  description, weight, polarity}``; pitfalls get ``rubric.pitfall_polarity``, "negative" by
+  default, as our templates ask for pitfalls that describe the mistake), ``rubric_list``,
+  ``rubric_count``, ``rubric_attempts`` and ``rubric_with_reference``. Readable by
+  ``rar_jax.data.examples.read_examples(path, "rar")``.
+- ``--failures_output`` (default ``<output>.failures.jsonl``): the records still invalid after
+  the last attempt, with the reason of every attempt and the last reply.
+
+A rubric is a long reply: against a slow server (e.g. ``rar-serve-judge`` on CPU, which answers
+one request at a time) raise ``--config.judge.http.timeout_s`` (default 60 s per attempt) so
+that waiting requests do not time out.
+
+    rar-rubrics --config=configs/base.py --config.judge.backend=http \\
+        --config.judge.http.base_url=http://127.0.0.1:8000/v1 \\
+        --input=questions.jsonl --output=rubrics.jsonl --domain=science --max_attempts=3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from absl import app, flags
+
+from rar_jax import config as rar_config
+from rar_jax.judges import parsing, prompts
+from rar_jax.judges.jax_backend import GenerationResult
+from rar_jax.rubrics.readers import iter_jsonl, rubric_from_rar_record
+from rar_jax.rubrics.schema import Category, Polarity, RubricError, split_category_prefix
+
+_CONFIG = rar_config.define_config_flag(str(rar_config.BASE_CONFIG_PATH))
+_INPUT = flags.DEFINE_string("input", None, "JSONL of questions ('question' or 'prompt').")
+_OUTPUT = flags.DEFINE_string("output", None, "JSONL to write the valid rubrics to (RaR format).")
+_FAILURES = flags.DEFINE_string(
+    "failures_output",
+    None,
+    "JSONL of records without a valid rubric; default <output>.failures.jsonl.",
+)
+_DOMAIN = flags.DEFINE_enum(
+    "domain", "medical", list(prompts.RUBRIC_GENERATION_DOMAINS), "Rubric-generation prompt."
+)
+_USE_REFERENCE = flags.DEFINE_bool(
+    "use_reference", True, "Show the reference answer to the generator when a record has one."
+)
+_MAX_ATTEMPTS = flags.DEFINE_integer(
+    "max_attempts", 3, "Attempts per question, the first included."
+)
+_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 2048, "Most tokens per generated rubric.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "Temperature of attempt 1 (0 = greedy).")
+_RETRY_TEMPERATURE = flags.DEFINE_float(
+    "retry_temperature", 0.8, "Temperature of attempts 2.. (> 0 so a retry can differ)."
+)
+_SEED = flags.DEFINE_integer(
+    "seed", None, "Seed of attempt 1 (attempt a: seed + a - 1); default config.seed."
+)
+_MIN_ITEMS = flags.DEFINE_integer("min_items", 7, "Fewest rubric items accepted.")
+_MAX_ITEMS = flags.DEFINE_integer("max_items", 20, "Most rubric items accepted.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Questions per generation call.")
+_LIMIT = flags.DEFINE_integer("limit", 0, "Use only the first N questions; 0 = all.")
+
+_OUTPUT_PREVIEW_CHARS = 4000
+
+
+class TextGenerationBackend(Protocol):
+    """What rubric generation needs of a judge backend (JaxJudge and HttpJudgeBackend have it)."""
+
+    def generate_texts(
+        self,
+        list_of_messages: Sequence[Sequence[Mapping[str, str]]],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> GenerationResult:
+        """Replies to chat conversations, in input order."""
+        ...
+
+
+@dataclasses.dataclass
+class Question:
+    """One input record and its generation state.
+
+    Attributes:
+        source: ``"<file>:<line>"``.
+        record: the input JSON object.
+        question: the question text.
+        reference: the reference answer shown to the generator, or None.
+        reasons: why each attempt so far failed, in order.
+        items: the valid rubric items once an attempt succeeded.
+        last_output: the latest reply.
+    """
+
+    source: str
+    record: dict[str, Any]
+    question: str
+    reference: str | None
+    reasons: list[str] = dataclasses.field(default_factory=list)
+    items: list[dict[str, Any]] | None = None
+    last_output: str = ""
+
+
+def _text_field(record: Mapping[str, Any], names: Sequence[str]) -> tuple[str, Any]:
+    """The first of ``names`` the record has and its value, or ``("", None)``."""
+    for name in names:
+        if name in record:
+            return name, record[name]
+    return "", None
+
+
+def question_from_record(
+    record: dict[str, Any], source: str, *, use_reference: bool
+) -> Question:
+    """One checked question record; RubricError naming the source and field when it is bad."""
+    field, question = _text_field(record, ("question", "prompt"))
+    if not field:
+        raise RubricError(f"{source}: question: expected a 'question' or 'prompt' field")
+    if not isinstance(question, str) or not question.strip():
+        raise RubricError(
+            f"{source}: {field}: expected a non-empty string, got {type(question).__name__} "
+            f"{question!r:.60}"
+        )
+    field, reference = _text_field(record, ("reference", "reference_answer"))
+    if reference is not None and not isinstance(reference, str):
+        raise RubricError(f"{source}: {field}: expected a string, got {type(reference).__name__}")
+    if not use_reference or reference is None or not reference.strip():
+        reference = None
+    return Question(source, record, question, reference)
+
+
+def read_questions(
+    path: str | os.PathLike[str], *, use_reference: bool, limit: int = 0, max_errors: int = 10
+) -> list[Question]:
+    """Reads the question records.
+
+    Raises:
+        RubricError listing the first ``max_errors`` bad records (file, line and field each).
+    """
+    name = os.fspath(path)
+    questions, errors = [], []
+    for line, record in iter_jsonl(name):
+        try:
+            questions.append(
+                question_from_record(record, f"{name}:{line}", use_reference=use_reference)
+            )
+        except ValueError as error:
+            errors.append(str(error))
+        if limit and len(questions) + len(errors) >= limit:
+            break
+    if errors:
+        more = len(errors) - max_errors
+        shown = errors[:max_errors] + ([f"... and {more} more bad records"] if more > 0 else [])
+        raise RubricError("\n".join(shown))
+    if not questions:
+        raise RubricError(f"{name}: no records")
+    return questions
+
+
+def validate_rubric(
+    text: str, *, min_items: int, max_items: int, pitfall_polarity: str
+) -> parsing.ParseResult[list[dict[str, Any]]]:
+    """Parses a reply into rubric items ``{title, description, weight, polarity}``, or a reason.
+
+    The items are built into a Rubric (schema checks) with pitfalls of ``pitfall_polarity``.
+    """
+    parsed = parsing.parse_rubric(text, min_items=min_items, max_items=max_items)
+    if not parsed.ok:
+        return parsed
+    items = []
+    for item in parsed.value:
+        category, _ = split_category_prefix(item["description"])
+        polarity = pitfall_polarity if category is Category.PITFALL else Polarity.POSITIVE.value
+        items.append({**item, "polarity": polarity})
+    try:
+        rubric_from_rar_record({"rubric": items}, pitfall_polarity=None, source="generated")
+    except RubricError as error:
+        return parsing.ParseResult(None, str(error).removeprefix("generated: "))
+    return parsing.ParseResult(items)
+
+
+def generate_rubrics(
+    backend: TextGenerationBackend,
+    questions: Sequence[Question],
+    *,
+    domain: str,
+    templates_dir: str | None,
+    max_attempts: int,
+    max_tokens: int,
+    temperature: float,
+    retry_temperature: float,
+    seed: int,
+    batch_size: int,
+    min_items: int,
+    max_items: int,
+    pitfall_polarity: str,
+) -> None:
+    """Generates, validates and retries until every question has a rubric or no attempts are left.
+
+    Updates each :class:`Question` in place (``items`` on success, ``reasons`` per failed
+    attempt, ``last_output``).
+    """
+    import tqdm
+
+    messages = [
+        prompts.rubric_generation_prompt(
+            q.question, q.reference, domain=domain, templates_dir=templates_dir
+        ).messages
+        for q in questions
+    ]
+    pending = list(range(len(questions)))
+    for attempt in range(1, max_attempts + 1):
+        if not pending:
+            break
+        attempt_temperature = temperature if attempt == 1 else retry_temperature
+        attempt_seed = seed + attempt - 1
+        with tqdm.tqdm(total=len(pending), desc=f"rubrics, attempt {attempt}", unit="q") as bar:
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                result = backend.generate_texts(
+                    [messages[i] for i in chunk],
+                    max_tokens=max_tokens,
+                    temperature=attempt_temperature,
+                    seed=attempt_seed,
+                )
+                errors = result.errors or [None] * len(chunk)
+                for offset, index in enumerate(chunk):
+                    question = questions[index]
+                    text = result.texts[offset]
+                    question.last_output = text
+                    if errors[offset] is not None:
+                        question.reasons.append(f"request failed: {errors[offset]}")
+                        continue
+                    parsed = validate_rubric(
+                        text,
+                        min_items=min_items,
+                        max_items=max_items,
+                        pitfall_polarity=pitfall_polarity,
+                    )
+                    if parsed.ok:
+                        question.items = parsed.value
+                    else:
+                        cut = (
+                            " (cut at max_tokens)"
+                            if result.finish_reasons[offset] == "length"
+                            else ""
+                        )
+                        question.reasons.append(f"invalid rubric{cut}: {parsed.reason}")
+                bar.update(len(chunk))
+        failed = sum(questions[i].items is None for i in pending)
+        logging.info("attempt %d: %d of %d replies invalid", attempt, failed, len(pending))
+        pending = [i for i in pending if questions[i].items is None]
+
+
+def rubric_record(question: Question) -> dict[str, Any]:
+    """The RaR-format output record of a question with a valid rubric."""
+    assert question.items is not None
+    record = {k: v for k, v in question.record.items() if k not in ("prompt", "reference")}
+    record.update(
+        question=question.question,
+        reference_answer=question.reference or "",
+        rubric=question.items,
+        rubric_list=[item["description"] for item in question.items],
+        rubric_count=len(question.items),
+        rubric_attempts=len(question.reasons) + 1,
+        rubric_with_reference=question.reference is not None,
+    )
+    return record
+
+
+def failure_record(question: Question) -> dict[str, Any]:
+    """The failures-file record of a question without a valid rubric."""
+    record = {
+        "source": question.source,
+        "question": question.question,
+        "attempts": [
+            {"attempt": number, "reason": reason}
+            for number, reason in enumerate(question.reasons, start=1)
+        ],
+        "last_output": question.last_output[:_OUTPUT_PREVIEW_CHARS],
+    }
+    if "id" in question.record:
+        record = {"id": question.record["id"], **record}
+    return record
+
+
+def _write_jsonl(path: pathlib.Path, records: Sequence[Mapping[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not _INPUT.value or not _OUTPUT.value:
+        raise app.UsageError("give --input=questions.jsonl and --output=rubrics.jsonl")
+    for flag in (_MAX_ATTEMPTS, _MAX_TOKENS, _BATCH_SIZE, _MIN_ITEMS):
+        if flag.value < 1:
+            raise app.UsageError(f"--{flag.name} must be >= 1, got {flag.value}")
+    if _MAX_ITEMS.value < _MIN_ITEMS.value:
+        raise app.UsageError("--max_items must be >= --min_items")
+    if _TEMPERATURE.value < 0 or _RETRY_TEMPERATURE.value < 0:
+        raise app.UsageError("--temperature and --retry_temperature must be >= 0")
+    config = _CONFIG.value
+    try:
+        rar_config.validate(config)
+        questions = read_questions(
+            _INPUT.value, use_reference=_USE_REFERENCE.value, limit=_LIMIT.value
+        )
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"rar-rubrics: {error}") from None
+    output = pathlib.Path(_OUTPUT.value)
+    failures_path = pathlib.Path(
+        _FAILURES.value or output.with_name(output.name.removesuffix(".jsonl") + ".failures.jsonl")
+    )
+    from rar_jax.judges.rewards import make_judge_backend
+
+    backend = make_judge_backend(config)
+    generate_rubrics(
+        backend,
+        questions,
+        domain=_DOMAIN.value,
+        templates_dir=config.judge.templates_dir or None,
+        max_attempts=_MAX_ATTEMPTS.value,
+        max_tokens=_MAX_TOKENS.value,
+        temperature=_TEMPERATURE.value,
+        retry_temperature=_RETRY_TEMPERATURE.value,
+        seed=config.seed if _SEED.value is None else _SEED.value,
+        batch_size=_BATCH_SIZE.value,
+        min_items=_MIN_ITEMS.value,
+        max_items=_MAX_ITEMS.value,
+        pitfall_polarity=config.rubric.pitfall_polarity,
+    )
+    valid = [q for q in questions if q.items is not None]
+    failed = [q for q in questions if q.items is None]
+    _write_jsonl(output, [rubric_record(q) for q in valid])
+    _write_jsonl(failures_path, [failure_record(q) for q in failed])
+    first = sum(1 for q in valid if not q.reasons)
+    print(
+        f"rubrics for {len(questions)} questions: {len(valid)} valid ({first} on the first "
+        f"attempt, {len(valid) - first} after retries), {len(failed)} failed after "
+        f"{_MAX_ATTEMPTS.value} attempts"
+    )
+    print(f"wrote {len(valid)} rubrics to {output} and {len(failed)} failures to {failures_path}")
+
+
+def run() -> None:
+    """Console-script entry point (``rar-rubrics``)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

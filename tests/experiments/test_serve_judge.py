@@ -1,0 +1,225 @@
+"""rar-serve-judge in-process on a loopback port, around the tiny fixture checkpoint.
+
+Replies are checked against independent paths: the reply text and the per-token log-probs
+against a direct greedy ``Sampler.generate`` call with the request's ``max_tokens`` (the server
+generates a power-of-two budget and cuts the reply back), queried through the project's own
+``HttpJudgeClient``. Malformed requests must get HTTP 400 with an OpenAI-style error naming the
+field.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import jax
+import pytest
+
+from rar_jax.experiments import serve_judge
+from rar_jax.judges.http_backend import HttpJudgeClient, HttpJudgeConfig
+from rar_jax.models.loading import load_model_and_tokenizer
+from rar_jax.models.sampler import Sampler, SamplingParams
+from tiny_checkpoint import write_tiny_checkpoint
+
+CAP = 16
+CONVERSATIONS = [
+    [{"role": "user", "content": "Is the answer correct?"}],
+    [{"role": "system", "content": "You judge."}, {"role": "user", "content": "Rate it."}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_model_and_tokenizer(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    model, tokenizer = tiny
+    return serve_judge.ChatCompletionEngine(
+        model, tokenizer, model_name="tiny-judge", max_new_tokens_cap=CAP
+    )
+
+
+@pytest.fixture(scope="module")
+def base_url(engine):
+    server = serve_judge.make_server(engine, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    host, port = server.server_address[:2]
+    yield f"http://{host}:{port}/v1"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def no_api_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+def client(base_url: str) -> HttpJudgeClient:
+    return HttpJudgeClient(
+        HttpJudgeConfig(
+            base_url=base_url,
+            model="tiny-judge",
+            max_attempts=1,
+            timeout_s=120.0,
+            progress_min_requests=0,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    """Greedy 5-token replies to CONVERSATIONS straight from the Sampler, with the prompt ids."""
+    model, tokenizer = tiny
+    ids = [
+        tokenizer.encode(tokenizer.apply_chat_template(c, add_generation_prompt=True))
+        for c in CONVERSATIONS
+    ]
+    output = Sampler(model, tokenizer).generate(
+        ids, SamplingParams(max_new_tokens=5, greedy=True), jax.random.key(0)
+    )
+    return ids, output
+
+
+def test_greedy_replies_and_logprobs_equal_the_sampler(tiny, reference, base_url):
+    _, tokenizer = tiny
+    ids, reference = reference
+    completions = client(base_url).complete_many(
+        CONVERSATIONS, max_tokens=5, temperature=0.0, logprobs=True, top_logprobs=3
+    )
+    for row, completion in enumerate(completions):
+        assert completion.ok, completion.error
+        assert completion.text == reference.texts[row]
+        length = int(reference.lengths[row])
+        expected_finish = "stop" if reference.finish_reasons[row] == "eos" else "length"
+        assert completion.finish_reason == expected_finish
+        assert completion.usage == {
+            "prompt_tokens": len(ids[row]),
+            "completion_tokens": length,
+            "total_tokens": len(ids[row]) + length,
+        }
+        shown = length - (reference.finish_reasons[row] == "eos")
+        tokens = completion.logprobs
+        assert len(tokens) == shown
+        for position, token in enumerate(tokens):
+            token_id = int(reference.tokens[row, position])
+            assert token.token == tokenizer.decode([token_id])
+            # Greedy at temperature 1: the sampler's log-prob of the argmax token.
+            expected = float(reference.logprobs[row, position])
+            assert token.logprob == pytest.approx(expected, abs=1e-4)
+            assert len(token.top) == 3
+            assert token.top[0] == (token.token, pytest.approx(token.logprob, abs=1e-6))
+            values = [value for _, value in token.top]
+            assert values == sorted(values, reverse=True)
+
+
+def test_stop_strings_cut_the_reply(reference, base_url):
+    _, reference = reference
+    text = reference.texts[0]
+    assert len(text) >= 3
+    stop = text[2]
+    response = httpx.post(
+        f"{base_url}/chat/completions",
+        json={"messages": CONVERSATIONS[0], "max_tokens": 5, "temperature": 0, "stop": stop},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    assert choice["message"]["content"] == text[: text.index(stop)]
+    assert choice["finish_reason"] == "stop"
+
+
+def test_a_request_whose_client_hung_up_is_not_generated(engine, base_url, monkeypatch):
+    calls = []
+    generate = engine.sampler.generate
+    monkeypatch.setattr(
+        engine.sampler, "generate", lambda *a, **k: calls.append(1) or generate(*a, **k)
+    )
+    body = {"messages": CONVERSATIONS[0], "max_tokens": 5, "temperature": 0}
+    skipped = engine.skipped_requests
+    with engine._lock:  # Another request is generating: this one waits, and its client gives up.
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{base_url}/chat/completions", json=body, timeout=0.5)
+    deadline = time.monotonic() + 10
+    while engine.skipped_requests == skipped and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.skipped_requests == skipped + 1
+    assert calls == []
+    served = httpx.post(f"{base_url}/chat/completions", json=body, timeout=120)
+    assert served.status_code == 200 and calls == [1]
+
+
+def test_models_route_and_unknown_routes(base_url):
+    models = httpx.get(f"{base_url}/models", timeout=10).json()
+    assert [entry["id"] for entry in models["data"]] == ["tiny-judge"]
+    missing = httpx.post(f"{base_url}/completions", json={}, timeout=10)
+    assert missing.status_code == 404
+
+
+GOOD = {"messages": CONVERSATIONS[0], "max_tokens": 4, "temperature": 0}
+
+
+@pytest.mark.parametrize(
+    "body, param, message",
+    [
+        ({"model": "tiny-judge"}, "messages", "messages: expected a non-empty list"),
+        ({**GOOD, "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role",
+         "messages[0].role: expected one of system, developer, user, assistant, got 'robot'"),
+        ({**GOOD, "messages": [{"role": "user", "content": 3}]}, "messages[0].content",
+         "messages[0].content: expected a string or a list of text parts, got int"),
+        ({**GOOD, "temperature": -1}, "temperature", "temperature: expected a number >= 0"),
+        ({**GOOD, "max_tokens": CAP + 1}, "max_tokens",
+         f"max_tokens: {CAP + 1} is more than this server's cap of {CAP}"),
+        ({**GOOD, "max_tokens": "5"}, "max_tokens", "max_tokens: expected an integer >= 1"),
+        ({**GOOD, "top_logprobs": 2}, "top_logprobs", "top_logprobs: needs logprobs: true"),
+        ({**GOOD, "n": 0}, "n", "n: expected an integer in [1, 16]"),
+        ({**GOOD, "stream": True}, "stream", "stream: streaming replies are not supported"),
+        ({**GOOD, "messages": [{"role": "user", "content": "x" * 200}]}, "messages",
+         "exceeds the model's context of 128"),
+    ],
+)
+def test_malformed_requests_get_400_naming_the_field(base_url, body, param, message):
+    response = httpx.post(f"{base_url}/chat/completions", json=body, timeout=30)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert message in error["message"]
+
+
+def test_a_body_that_is_not_json_gets_400(base_url):
+    response = httpx.post(
+        f"{base_url}/chat/completions",
+        content=b'{"messages": [',
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] is None
+    assert "not valid JSON" in response.json()["error"]["message"]
+
+
+def test_generation_budget_rounds_up_to_a_power_of_two_within_the_cap():
+    assert [serve_judge.generation_budget(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)] == [
+        1, 2, 4, 8, 8, 16, 16,
+    ]
+    assert serve_judge.generation_budget(600, 1000) == 1000
+
+
+@pytest.mark.slow
+def test_seeded_sampling_with_several_choices(base_url):
+    body = {"messages": CONVERSATIONS[1], "max_tokens": 6, "temperature": 1.0, "n": 2, "seed": 3}
+    first = httpx.post(f"{base_url}/chat/completions", json=body, timeout=120).json()
+    again = httpx.post(f"{base_url}/chat/completions", json=body, timeout=120).json()
+    other = httpx.post(
+        f"{base_url}/chat/completions", json={**body, "seed": 4}, timeout=120
+    ).json()
+    texts = [c["message"]["content"] for c in first["choices"]]
+    assert [c["index"] for c in first["choices"]] == [0, 1]
+    assert texts == [c["message"]["content"] for c in again["choices"]]
+    assert texts != [c["message"]["content"] for c in other["choices"]]
+    assert texts[0] != texts[1]
