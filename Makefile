@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 quickstart: $(STAMP)
-	$(BIN)/rar-score-healthbench --config=configs/quickstart.py
+	$(BIN)/rar-train --config=configs/quickstart.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -27,9 +27,11 @@ def get_config() -> config_dict.ConfigDict:
     # --- Training data (rar_jax.data.examples) ---------------------------------------------------
     config.data = config_dict.ConfigDict()
     config.data.format = "healthbench"  # Record layout: healthbench, rar or kqa.
-    config.data.train_path = ""  # JSONL of training prompts (with rubrics / references).
+    config.data.train_path = ""  # JSONL of training prompts, or tfds:<name>[/<config>]:<split> (rar-build-dataset).
     config.data.train_limit = 0  # Read at most this many training records; 0 = all.
-    config.data.eval_path = ""  # JSONL of held-out prompts; "" = hold out data.eval_size training records.
+    config.data.eval_path = ""  # Held-out prompts (JSONL or tfds:...); "" = hold out data.eval_size training records.
+    config.data.max_rubric_chars = 0  # Leave out examples whose criteria texts are longer (judge cost); 0 = no limit.
+    config.data.tfds_data_dir = ""  # Where rar-build-dataset wrote the TFDS data sets; "" = $TFDS_DATA_DIR.
     config.data.eval_size = 0  # Held-out records taken (seeded) from train_path when eval_path is "".
 
     # --- Policy model (rar_jax.models) -----------------------------------------------------------
@@ -54,6 +56,7 @@ def get_config() -> config_dict.ConfigDict:
     config.rl.micro_batch_size = 0  # Rows per micro-batch of the update; 0 = the whole batch at once.
     config.rl.logprob_chunk_size = 256  # Time steps per chunk of the lm-head when computing log-probs.
     config.rl.max_prompt_length = 512  # Longest chat-formatted prompt in tokens; longer ones are left out.
+    config.rl.pad_prompts_to_max_length = False  # One prompt shape (fewer compiles, more padding) instead of buckets.
     config.rl.max_completion_length = 1024  # Longest sampled answer in tokens; Dr.GRPO's normaliser.
     config.rl.max_consecutive_skipped = 5  # Stop (with a checkpoint) after this many non-finite updates in a row.
 

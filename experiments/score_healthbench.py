@@ -5,8 +5,8 @@ Reads a JSONL of HealthBench records whose answers were graded per criterion (th
 score, per-axis / per-theme / per-tag scores with bootstrap stds, prints a markdown table and
 writes ``healthbench_metrics.json`` and ``healthbench_metrics.md`` to ``output_dir``.
 
-    rar-score-healthbench --config=configs/quickstart.py
-    rar-score-healthbench --config=configs/base.py --config.healthbench.graded_path=my_grades.jsonl
+    rar-score-healthbench --config=configs/base.py \
+        --config.healthbench.graded_path=../shared/data/healthbench_graded_m42/judge_responses_100.jsonl
 """
 
 from __future__ import annotations

@@ -187,6 +187,7 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
     data = config.data
     need(data.train_limit >= 0, "data.train_limit", "must be >= 0 (0 = all)")
     need(data.eval_size >= 0, "data.eval_size", "must be >= 0")
+    need(data.max_rubric_chars >= 0, "data.max_rubric_chars", "must be >= 0 (0 = no limit)")
     need(
         not (data.eval_path and data.eval_size),
         "data.eval_size",

@@ -34,7 +34,8 @@ failed. Nothing failed ever becomes 0.
 
 Prompts are sent with group ids for prefix reuse: the criterion prompts of one answer form a
 group (they share system text, conversation and answer); rating prompts are grouped by
-``example_id`` (GRPO's G answers to one prompt share system text and conversation).
+``example_id`` (GRPO's G answers to one prompt share system text, conversation and the rubric or
+reference, which the rating templates place before the response for that reason).
 """
 
 from __future__ import annotations

@@ -164,6 +164,7 @@ class GRPOTrainer:
         reward_fn: ``(examples, answers) -> RewardResult``.
         train_examples: the training prompts.
         eval_examples: held-out prompts scored greedily every ``train.eval_every`` steps.
+        devices: the devices of the policy's mesh (default all; fewer when the judge has its own).
     """
 
     def __init__(
@@ -175,12 +176,15 @@ class GRPOTrainer:
         reward_fn: RewardFn,
         train_examples: Sequence[Example],
         eval_examples: Sequence[Example] = (),
+        devices: Sequence[jax.Device] | None = None,
     ):
         self.config = config
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         rl = config.rl
-        self.mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+        self.mesh = make_mesh(
+            config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices
+        )
         self.examples = self._fitting(train_examples, "train")
         self.eval_examples = self._fitting(eval_examples, "eval") if eval_examples else []
         self.stream = ExampleStream(self.examples, seed=config.seed)
@@ -196,7 +200,9 @@ class GRPOTrainer:
         state, optimizer = train_step.make_train_state(params, config.optim)
         self.state_shardings = param_shardings(state, self.mesh)
         self.state = jax.device_put(state, self.state_shardings)
-        self.sampler = Sampler(policy, tokenizer, mesh=self.mesh)
+        # One prompt bucket when asked: a single compiled shape for sampling and the step.
+        buckets = {"prompt_buckets": (rl.max_prompt_length,)} if rl.pad_prompts_to_max_length else {}
+        self.sampler = Sampler(policy, tokenizer, mesh=self.mesh, **buckets)
         self.sampling = SamplingParams(
             max_new_tokens=rl.max_completion_length,
             temperature=config.sampling.temperature,

@@ -1,4 +1,4 @@
-"""The quickstart entry point end to end: config file + overrides -> metrics files."""
+"""rar-score-healthbench end to end: config file + overrides -> metrics files."""
 
 import json
 import pathlib
@@ -12,7 +12,7 @@ def test_scores_the_graded_sample_like_simple_evals(shared_data, tmp_path):
     graded = shared_data / "healthbench_graded_m42" / "judge_responses_100.jsonl"
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "experiments" / "score_healthbench.py"),
-         f"--config={REPO_ROOT / 'configs' / 'quickstart.py'}",
+         f"--config={REPO_ROOT / 'configs' / 'base.py'}",
          f"--config.healthbench.graded_path={graded}",
          f"--config.output_dir={tmp_path}",
          "--config.healthbench.bootstrap_samples=200"],

@@ -66,8 +66,10 @@ def test_implicit_prompt_layout_and_ablation_flags():
     user = prompt.messages[1]["content"]
     assert user.startswith(
         "<conversation>\n<user>\nBig toe hurts?\n</user>\n</conversation>\n\n"
-        "<response>\nIt is gout.\n</response>\n\n<rubric>\n1. [Essential, weight 5] States"
+        "<rubric>\n1. [Essential, weight 5] States"
     )
+    # The rubric comes before the response: G answers to one prompt share that prefix.
+    assert user.split("</rubric>\n\n")[1].startswith("<response>\nIt is gout.\n</response>")
     assert prompt.verdict_prefix == '{"rating": '
     hidden = prompts.implicit_judge_prompt(
         "q", "a", small_rubric(), show_categories=False, show_weights=False
