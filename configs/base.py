@@ -105,6 +105,7 @@ def get_config() -> config_dict.ConfigDict:
     # --- Loop and logging (rar_jax.rl.trainer, rar_jax.metrics) ----------------------------------
     config.train = config_dict.ConfigDict()
     config.train.eval_every = 50  # Greedy evaluation on the held-out examples every N steps; 0 = never.
+    config.train.eval_criteria = True  # At each evaluation also check every rubric criterion of the held-out answers (rar_explicit judge).
     config.train.log_samples_every = 10  # Write sample answers to samples.jsonl every N steps; 0 = never.
     config.train.export_hf = False  # Write the final policy as an HF safetensors dir to <output_dir>/hf_export.
     config.metrics = config_dict.ConfigDict()

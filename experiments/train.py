@@ -16,6 +16,7 @@ at the start and the end, held-out rewards, and the rubric criteria whose satisf
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -165,6 +166,35 @@ def load_judge(config: config_dict.ConfigDict, policy_devices: Sequence[jax.Devi
     return make_judge_backend(config, model=model, tokenizer=tokenizer)
 
 
+def criteria_check(config: config_dict.ConfigDict, backend: Any, eval_examples: Sequence[Example]):
+    """The per-criterion check of held-out answers (``train.eval_criteria``): the ``rar_explicit``
+    reward with the run's judge and aggregation options, or None when it is off, there is no
+    held-out example, or one lacks a rubric."""
+    if not config.train.eval_criteria or not eval_examples:
+        return None
+    if any(example.rubric is None for example in eval_examples):
+        logging.warning("train.eval_criteria: held-out examples without rubrics; not checked")
+        return None
+    explicit = copy.deepcopy(config)
+    explicit.reward.method = "rar_explicit"
+    return make_reward_fn(explicit, backend)
+
+
+def _criteria_lines(title: str, changes: list[dict[str, Any]]) -> list[str]:
+    changes = sorted(changes, key=lambda c: -abs(c["last"] - c["first"]))
+    lines = [f"  {title} (largest changes first, {len(changes)} criteria seen twice or more):"]
+    for change in changes[:SUMMARY_CRITERIA]:
+        description = " ".join(change["criterion"].split())
+        if len(description) > 70:
+            description = description[:67] + "..."
+        lines.append(
+            f"    {change['first']:.2f} -> {change['last']:.2f}  [{change['category']}] "
+            f"{description} ({change['example_id']}, steps {change['first_step']}->"
+            f"{change['last_step']})"
+        )
+    return lines
+
+
 def summary_text(summary: TrainSummary, output_dir: pathlib.Path) -> str:
     """The end-of-run report: rewards and the criteria whose satisfaction changed most."""
     lines = [
@@ -179,21 +209,14 @@ def summary_text(summary: TrainSummary, output_dir: pathlib.Path) -> str:
         f"  skipped updates (non-finite): {summary.skipped_updates}; "
         f"failed judgments: {summary.judge_failures}"
     )
-    changes = sorted(summary.criterion_changes, key=lambda c: -abs(c["last"] - c["first"]))
-    if changes:
-        lines.append(
-            f"  criteria with the largest change in satisfaction (of {len(changes)} seen twice "
-            "or more):"
+    if summary.eval_criterion_changes:
+        lines += _criteria_lines(
+            "criterion satisfaction of the held-out greedy answers", summary.eval_criterion_changes
         )
-        for change in changes[:SUMMARY_CRITERIA]:
-            description = " ".join(change["criterion"].split())
-            if len(description) > 70:
-                description = description[:67] + "..."
-            lines.append(
-                f"    {change['first']:.2f} -> {change['last']:.2f}  [{change['category']}] "
-                f"{description} ({change['example_id']}, steps {change['first_step']}->"
-                f"{change['last_step']})"
-            )
+    if summary.criterion_changes:
+        lines += _criteria_lines(
+            "criterion satisfaction of the training answers", summary.criterion_changes
+        )
     return "\n".join(lines)
 
 
@@ -221,6 +244,7 @@ def train(config: config_dict.ConfigDict) -> TrainSummary:
         reward_fn=make_reward_fn(config, backend),
         train_examples=train_examples,
         eval_examples=eval_examples,
+        criteria_fn=criteria_check(config, backend, eval_examples),
         devices=policy_devices,
     )
     summary = trainer.train()

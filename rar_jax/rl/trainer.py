@@ -60,6 +60,8 @@ class RewardResult(Protocol):
 
 
 RewardFn = Callable[[Sequence[Example], Sequence[str]], RewardResult]
+# (example id, criterion index) -> [(step, mean credit of that step's answers)].
+CriterionHistory = dict[tuple[str, int], list[tuple[int, float]]]
 
 
 class TrainingStopped(RuntimeError):
@@ -75,6 +77,7 @@ class TrainSummary:
     reward_last: float
     eval_rewards: dict[int, float]
     criterion_changes: list[dict[str, Any]]
+    eval_criterion_changes: list[dict[str, Any]]
     skipped_updates: int
     judge_failures: int
 
@@ -154,6 +157,49 @@ def rubric_metrics(examples: Sequence[Example], result: RewardResult) -> dict[st
     return metrics
 
 
+def _record_criteria(
+    history: CriterionHistory, step: int, examples: Sequence[Example], result: RewardResult
+) -> None:
+    """Appends, per (example, criterion), the mean credit over this step's answers."""
+    verdicts = np.asarray(result.verdicts)
+    if verdicts.size == 0:
+        return
+    by_key: dict[tuple[str, int], list[float]] = {}
+    for row, example in enumerate(examples):
+        if example.rubric is None:
+            continue
+        for index, criterion in enumerate(example.rubric.criteria):
+            if index < verdicts.shape[1] and result.verdict_mask[row, index]:
+                value = verdicts[row, index]
+                credit = value if criterion.polarity.sign > 0 else 1.0 - value
+                if np.isfinite(credit):
+                    by_key.setdefault((example.example_id, index), []).append(float(credit))
+    for key, values in by_key.items():
+        history.setdefault(key, []).append((step, float(np.mean(values))))
+
+
+def criterion_changes(
+    history: CriterionHistory, examples: Sequence[Example]
+) -> list[dict[str, Any]]:
+    """Per (example, criterion) seen at least twice: its credit when first and last seen."""
+    changes = []
+    rubrics = {example.example_id: example.rubric for example in examples}
+    for (example_id, index), points in sorted(history.items()):
+        if len(points) < 2:
+            continue
+        criterion = rubrics[example_id].criteria[index]
+        changes.append({
+            "example_id": example_id,
+            "criterion": criterion.description,
+            "category": criterion.category.value if criterion.category else None,
+            "first_step": points[0][0],
+            "first": points[0][1],
+            "last_step": points[-1][0],
+            "last": points[-1][1],
+        })
+    return changes
+
+
 class GRPOTrainer:
     """Runs GRPO with a reward function over examples; see the module docstring.
 
@@ -164,6 +210,10 @@ class GRPOTrainer:
         reward_fn: ``(examples, answers) -> RewardResult``.
         train_examples: the training prompts.
         eval_examples: held-out prompts scored greedily every ``train.eval_every`` steps.
+        criteria_fn: optional per-criterion check (e.g. the ``rar_explicit`` reward) run on the
+            greedy held-out answers at every evaluation, whatever the training reward: it tracks
+            which rubric items the policy learns even when the reward (implicit, Likert) has no
+            per-criterion verdicts.
         devices: the devices of the policy's mesh (default all; fewer when the judge has its own).
     """
 
@@ -176,6 +226,7 @@ class GRPOTrainer:
         reward_fn: RewardFn,
         train_examples: Sequence[Example],
         eval_examples: Sequence[Example] = (),
+        criteria_fn: RewardFn | None = None,
         devices: Sequence[jax.Device] | None = None,
     ):
         self.config = config
@@ -240,7 +291,9 @@ class GRPOTrainer:
             config.output_dir, tensorboard=config.metrics.tensorboard
         )
         self.num_params = sum(x.size for x in jax.tree.leaves(params))
-        self._criterion_history: dict[tuple[str, int], list[tuple[int, float]]] = {}
+        self.criteria_fn = criteria_fn
+        self._criterion_history: CriterionHistory = {}
+        self._eval_criterion_history: CriterionHistory = {}
 
     # ------------------------------------------------------------------ data
     def _fitting(self, examples: Sequence[Example], split: str) -> list[Example]:
@@ -342,7 +395,7 @@ class GRPOTrainer:
         failures = [reason for reason in result.reasons if reason]
         if failures:
             logger.warning("step %d: %d judgments failed, e.g. %s", step, len(failures), failures[0])
-        self._record_criteria(step, repeated, result)
+        _record_criteria(self._criterion_history, step, repeated, result)
         if config.train.log_samples_every and step % config.train.log_samples_every == 0:
             self.writer.write_samples(
                 step,
@@ -358,37 +411,28 @@ class GRPOTrainer:
             )
         return metrics
 
-    def _record_criteria(self, step: int, examples: Sequence[Example], result: RewardResult) -> None:
-        """Per (example, criterion): the mean credit over this step's answers."""
-        verdicts = np.asarray(result.verdicts)
-        if verdicts.size == 0:
-            return
-        by_key: dict[tuple[str, int], list[float]] = {}
-        for row, example in enumerate(examples):
-            if example.rubric is None:
-                continue
-            for index, criterion in enumerate(example.rubric.criteria):
-                if index < verdicts.shape[1] and result.verdict_mask[row, index]:
-                    value = verdicts[row, index]
-                    credit = value if criterion.polarity.sign > 0 else 1.0 - value
-                    if np.isfinite(credit):
-                        by_key.setdefault((example.example_id, index), []).append(float(credit))
-        for key, values in by_key.items():
-            self._criterion_history.setdefault(key, []).append((step, float(np.mean(values))))
-
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, step: int) -> float:
         """Greedy answers to the held-out examples, scored by the same reward; the mean reward."""
         rewards = []
         batch_size = self.config.rl.prompts_per_step
         key = jax.random.key(self.config.seed)
+        credits = []
         for start in range(0, len(self.eval_examples), batch_size):
             chunk = self.eval_examples[start:start + batch_size]
-            _, _, _, result, _ = self._sample_and_score(chunk, self.eval_sampling, key)
+            _, output, repeated, result, _ = self._sample_and_score(chunk, self.eval_sampling, key)
             rewards.extend(np.asarray(result.rewards, np.float64).tolist())
+            if self.criteria_fn is not None:
+                checked = self.criteria_fn(repeated, output.texts)
+                _record_criteria(self._eval_criterion_history, step, repeated, checked)
+                credits.append(rubric_metrics(repeated, checked))
         values = np.asarray(rewards)
         mean = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
-        self.writer.write(step, {"eval/reward_mean": mean, "eval/judge_failures": int(np.isnan(values).sum())})
+        metrics = {"eval/reward_mean": mean, "eval/judge_failures": int(np.isnan(values).sum())}
+        for name in sorted({name for chunk_metrics in credits for name in chunk_metrics}):
+            chunk_values = [m[name] for m in credits if name in m]
+            metrics[f"eval/{name}"] = float(np.mean(chunk_values))
+        self.writer.write(step, metrics)
         return mean
 
     # ------------------------------------------------------------------ checkpoints
@@ -451,26 +495,10 @@ class GRPOTrainer:
             reward_first=rewards[0] if rewards else math.nan,
             reward_last=rewards[-1] if rewards else math.nan,
             eval_rewards=eval_rewards,
-            criterion_changes=self.criterion_changes(),
+            criterion_changes=criterion_changes(self._criterion_history, self.examples),
+            eval_criterion_changes=criterion_changes(
+                self._eval_criterion_history, self.eval_examples
+            ),
             skipped_updates=int(skipped),
             judge_failures=int(failures),
         )
-
-    def criterion_changes(self) -> list[dict[str, Any]]:
-        """Per (example, criterion) seen at least twice: credit when first and last seen."""
-        changes = []
-        rubrics = {example.example_id: example.rubric for example in self.examples}
-        for (example_id, index), history in sorted(self._criterion_history.items()):
-            if len(history) < 2:
-                continue
-            criterion = rubrics[example_id].criteria[index]
-            changes.append({
-                "example_id": example_id,
-                "criterion": criterion.description,
-                "category": criterion.category.value if criterion.category else None,
-                "first_step": history[0][0],
-                "first": history[0][1],
-                "last_step": history[-1][0],
-                "last": history[-1][1],
-            })
-        return changes

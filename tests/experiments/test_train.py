@@ -76,8 +76,15 @@ def test_train_writes_metrics_curve_checkpoint_export_and_resumes(checkpoint, sh
     initial = jax.tree.leaves(nnx.state(start, nnx.Param))
     assert any(not np.array_equal(a, b) for a, b in zip(final, initial))  # Training moved them.
 
+    # The held-out answers' criteria were checked one by one at both evaluations.
+    assert all(0 <= r["eval/rubric/criteria_credit"] <= 1 for r in evals)
+    held_out_criteria = sum(len(e.rubric.criteria) for e in train_lib.read_train_and_eval(
+        config, load_model_and_tokenizer(checkpoint)[1])[1])
+    assert len(summary.eval_criterion_changes) == held_out_criteria
+    assert all(c["first_step"] == 0 and c["last_step"] == STEPS for c in summary.eval_criterion_changes)
     text = train_lib.summary_text(summary, tmp_path)
     assert f"GRPO finished {STEPS} steps" in text and "held-out reward (greedy)" in text
+    assert "criterion satisfaction of the held-out greedy answers" in text
 
     # Resuming with a longer schedule runs only the new step.
     config.optim.num_steps = STEPS + 1
