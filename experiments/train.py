@@ -86,9 +86,19 @@ def rubric_chars(example: Example) -> int:
 def usable_examples(examples: list[Example], config: config_dict.ConfigDict, tokenizer: Any,
                     source: str) -> list[Example]:
     """The examples whose chat-formatted prompt fits ``rl.max_prompt_length`` tokens and whose
-    rubric text fits ``data.max_rubric_chars`` (0 = no limit). How many were left out and why is
+    rubric text fits ``data.max_rubric_chars`` (0 = no limit); for ``reference_likert`` only
+    those with a reference answer. How many were left out and why is
     logged; having none left is an error naming the source."""
     prompt_limit, rubric_limit = config.rl.max_prompt_length, config.data.max_rubric_chars
+    if config.reward.method == "reference_likert":
+        # Reference-Likert needs a reference answer (HealthBench: ~16 % lack an ideal completion;
+        # RaR-Science: 9.5 % are empty).
+        missing = sum(example.reference is None for example in examples)
+        if missing:
+            logging.warning("%s: %d of %d examples have no reference answer, which "
+                            "reference_likert needs; they are left out", source, missing,
+                            len(examples))
+            examples = [example for example in examples if example.reference is not None]
     kept, long_prompts, long_rubrics = [], 0, 0
     for example in examples:
         if len(prompt_tokens(tokenizer, example)) > prompt_limit:
@@ -177,6 +187,9 @@ def criteria_check(config: config_dict.ConfigDict, backend: Any, eval_examples: 
         return None
     explicit = copy.deepcopy(config)
     explicit.reward.method = "rar_explicit"
+    if not all(example.rubric.has_categories for example in eval_examples):
+        # Uncategorised rubrics (HealthBench points) have no category weights: use their own.
+        explicit.reward.explicit_normalization = "signed_abs"
     return make_reward_fn(explicit, backend)
 
 
@@ -188,7 +201,7 @@ def _criteria_lines(title: str, changes: list[dict[str, Any]]) -> list[str]:
         if len(description) > 70:
             description = description[:67] + "..."
         lines.append(
-            f"    {change['first']:.2f} -> {change['last']:.2f}  [{change['category']}] "
+            f"    {change['first']:.2f} -> {change['last']:.2f}  [{change['category'] or '-'}] "
             f"{description} ({change['example_id']}, steps {change['first_step']}->"
             f"{change['last_step']})"
         )

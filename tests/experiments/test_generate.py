@@ -1,10 +1,8 @@
 """rar-generate: the Paris prompt on the embedded SmolLM2, and a JSONL round trip with a tiny model."""
 
 import json
-import os
 import pathlib
 import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -12,10 +10,9 @@ import pytest
 
 from rar_jax.models.loading import load_model_and_tokenizer
 from rar_jax.models.sampler import Sampler, SamplingParams
+from cli_runner import run_experiment
 from tiny_checkpoint import write_tiny_checkpoint
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "experiments" / "generate.py"
 RECORDS = [
     {"prompt": "hello there"},
     {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "why?"}]},
@@ -25,13 +22,7 @@ RECORDS = [
 
 def run_generate(*args: str) -> subprocess.CompletedProcess:
     """Run experiments/generate.py in a subprocess (absl flags are process-global); must succeed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["JAX_PLATFORMS"] = "cpu"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-        timeout=600, check=False,
-    )
+    result = run_experiment("generate.py", *args)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -127,11 +118,7 @@ def test_sampling_flags_are_passed_to_the_sampler(tiny_checkpoint, prompts_file,
 def test_bad_prompt_records_are_rejected_with_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"question": "x"}) + "\n")
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--input", str(path)], cwd=REPO_ROOT, env=env,
-        capture_output=True, text=True, timeout=300, check=False,
-    )
+    result = run_experiment("generate.py", "--input", path, timeout=300)
     assert result.returncode != 0
     assert "bad.jsonl:2: record has neither 'prompt' nor 'messages'" in result.stderr
 

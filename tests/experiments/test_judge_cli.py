@@ -10,10 +10,8 @@ or s / 10), not with the aggregation code.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
-import subprocess
 import sys
 
 import pytest
@@ -21,9 +19,9 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "judges"))
 
+from cli_runner import run_experiment  # noqa: E402
 from fake_openai_server import FakeOpenAIServer  # noqa: E402
 
-SCRIPT = REPO_ROOT / "experiments" / "judge.py"
 PAPER_WEIGHTS = {"essential": 1.0, "important": 0.7, "optional": 0.3, "pitfall": 0.9}
 
 SMALL_RUBRIC = [
@@ -54,29 +52,19 @@ def run_judge(tmp_path: pathlib.Path, records: list[dict], *overrides: str):
     records_path = tmp_path / "records.jsonl"
     records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
     output = tmp_path / "scores.jsonl"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("OPENAI_API_KEY", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    process = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            f"--input={records_path}",
-            f"--output={output}",
-            "--batch_size=2",
-            "--config.judge.backend=http",
-            "--config.judge.http.max_concurrency=4",
-            "--config.judge.http.max_attempts=3",
-            "--config.judge.http.backoff_initial_s=0.01",
-            "--config.judge.http.progress_min_requests=0",
-            *overrides,
-        ],
+    process = run_experiment(
+        "judge.py",
+        f"--input={records_path}",
+        f"--output={output}",
+        "--batch_size=2",
+        "--config.judge.backend=http",
+        "--config.judge.http.max_concurrency=4",
+        "--config.judge.http.max_attempts=3",
+        "--config.judge.http.backoff_initial_s=0.01",
+        "--config.judge.http.progress_min_requests=0",
+        *overrides,
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
     lines = []
     if output.exists():

@@ -10,9 +10,7 @@ forwards, and another seed at a temperature > 0 gives another reply, so a retry 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import jax
@@ -30,10 +28,10 @@ from rar_jax.rubrics.schema import Category, Polarity
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "judges"))
 
+from cli_runner import run_experiment  # noqa: E402
 from fake_openai_server import FakeOpenAIServer  # noqa: E402
 from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
 
-SCRIPT = REPO_ROOT / "experiments" / "rubrics.py"
 
 
 def rubric_items(topic: str) -> list[dict]:
@@ -66,27 +64,17 @@ def run_rubrics(tmp_path: pathlib.Path, questions: list[dict], *args: str):
     questions_path = tmp_path / "questions.jsonl"
     questions_path.write_text("".join(json.dumps(q) + "\n" for q in questions))
     output = tmp_path / "rubrics.jsonl"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("OPENAI_API_KEY", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    process = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            f"--input={questions_path}",
-            f"--output={output}",
-            "--config.judge.backend=http",
-            "--config.judge.http.max_concurrency=4",
-            "--config.judge.http.max_attempts=1",
-            "--config.judge.http.progress_min_requests=0",
-            *args,
-        ],
+    process = run_experiment(
+        "rubrics.py",
+        f"--input={questions_path}",
+        f"--output={output}",
+        "--config.judge.backend=http",
+        "--config.judge.http.max_concurrency=4",
+        "--config.judge.http.max_attempts=1",
+        "--config.judge.http.progress_min_requests=0",
+        *args,
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
     return process, output, tmp_path / "rubrics.failures.jsonl"
 

@@ -2,21 +2,21 @@
 
 import json
 import pathlib
-import subprocess
-import sys
+
+from cli_runner import run_experiment
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_scores_the_graded_sample_like_simple_evals(shared_data, tmp_path):
     graded = shared_data / "healthbench_graded_m42" / "judge_responses_100.jsonl"
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "experiments" / "score_healthbench.py"),
-         f"--config={REPO_ROOT / 'configs' / 'base.py'}",
-         f"--config.healthbench.graded_path={graded}",
-         f"--config.output_dir={tmp_path}",
-         "--config.healthbench.bootstrap_samples=200"],
-        capture_output=True, text=True, cwd=tmp_path, check=False,
+    result = run_experiment(
+        "score_healthbench.py",
+        f"--config={REPO_ROOT / 'configs' / 'base.py'}",
+        f"--config.healthbench.graded_path={graded}",
+        f"--config.output_dir={tmp_path}",
+        "--config.healthbench.bootstrap_samples=200",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "healthbench_metrics.json").read_text())
@@ -30,10 +30,11 @@ def test_scores_the_graded_sample_like_simple_evals(shared_data, tmp_path):
 
 
 def test_missing_graded_path_is_a_usage_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "experiments" / "score_healthbench.py"),
-         f"--config={REPO_ROOT / 'configs' / 'base.py'}", f"--config.output_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=tmp_path, check=False,
+    result = run_experiment(
+        "score_healthbench.py",
+        f"--config={REPO_ROOT / 'configs' / 'base.py'}",
+        f"--config.output_dir={tmp_path}",
+        cwd=tmp_path,
     )
     assert result.returncode != 0
     assert "healthbench.graded_path" in result.stderr

@@ -1,10 +1,7 @@
 """rar-train end to end with a tiny checkpoint as policy and judge on real HealthBench prompts."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -16,6 +13,7 @@ from rar_jax.config import base_config
 from rar_jax.experiments import train as train_lib
 from rar_jax.metrics import read_metrics
 from rar_jax.models.loading import load_model_and_tokenizer
+from cli_runner import run_experiment
 from tiny_checkpoint import write_tiny_checkpoint
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -126,9 +124,6 @@ def test_held_out_examples_are_usable_seeded_and_disjoint(checkpoint, shared_dat
 @pytest.mark.slow
 def test_judge_on_its_own_devices(checkpoint, shared_data, tmp_path):
     """4 CPU devices: the judge takes the last one, the policy's data-parallel mesh the other 3."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    env["JAX_PLATFORMS"] = "cpu"
     overrides = {
         "output_dir": tmp_path,
         "model.source": checkpoint,
@@ -143,11 +138,12 @@ def test_judge_on_its_own_devices(checkpoint, shared_data, tmp_path):
         "optim.num_steps": 1,
         "metrics.tensorboard": False,
     }
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "experiments" / "train.py"),
-         f"--config={REPO_ROOT / 'configs' / 'base.py'}",
-         *(f"--config.{key}={value}" for key, value in overrides.items())],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600, check=False,
+    result = run_experiment(
+        "train.py",
+        f"--config={REPO_ROOT / 'configs' / 'base.py'}",
+        *(f"--config.{key}={value}" for key, value in overrides.items()),
+        cwd=tmp_path,
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GRPO finished 1 steps" in result.stdout

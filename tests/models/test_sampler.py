@@ -25,7 +25,7 @@ from rar_jax.models.sampler import (
     left_pad,
     sample_next_tokens,
 )
-from rar_jax.models.tokenizer import Tokenizer
+from tiny_checkpoint import byte_tokenizer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 PROMPTS = [[5, 17, 200, 33, 9, 41, 77], [8, 3], [100, 101, 102, 103, 104, 105, 106, 107, 108, 109, 110]]
@@ -67,33 +67,6 @@ def greedy_reference(model, prompt: list[int], steps: int) -> list[int]:
     for _ in range(steps):
         ids.append(int(full_forward_logits(model, ids)[-1].argmax()))
     return ids[len(prompt):]
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character map (what the ByteLevel pre-tokenizer uses)."""
-    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    chars, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            chars[byte] = chr(byte)
-        else:
-            chars[byte] = chr(256 + extra)
-            extra += 1
-    return chars
-
-
-def byte_tokenizer() -> Tokenizer:
-    """A byte-level tokenizer whose id i is byte i (256 ids, no merges); byte 2 is the EOS."""
-    import tokenizers
-    from tokenizers import decoders, models, pre_tokenizers
-
-    chars = bytes_to_unicode()
-    backend = tokenizers.Tokenizer(models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([tokenizers.AddedToken(chars[2], special=True, normalized=False)])
-    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
-    return Tokenizer(backend, chat_template=template, eos_token=chars[2], source="byte tokenizer")
 
 
 # ------------------------------------------------------------------------------------ pure helpers
