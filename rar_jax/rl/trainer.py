@@ -141,6 +141,17 @@ def assemble_batch(
     )
 
 
+def judged_examples(config: config_dict.ConfigDict, examples: Sequence[Example]) -> list[Example]:
+    """The examples with the rubric their verdicts refer to: under ``rar_predefined`` the fixed
+    generic rubric (the judge never saw the examples' own), otherwise the examples as they are."""
+    if config.reward.method != "rar_predefined":
+        return list(examples)
+    from rar_jax.judges.prompts import predefined_rubric
+
+    rubric = predefined_rubric(config.judge.templates_dir or None)
+    return [dataclasses.replace(example, rubric=rubric) for example in examples]
+
+
 def rubric_metrics(examples: Sequence[Example], result: RewardResult) -> dict[str, float]:
     """Criterion satisfaction (credit-adjusted: satisfying a bad criterion counts 0) and the
     pitfall hit rate (a pitfall's bad side observed) over the scored rows."""
@@ -387,7 +398,7 @@ class GRPOTrainer:
             "throughput/model_flops_per_s": flops / max(elapsed, 1e-9),
             **timings,
             **{name: float(value) for name, value in step_metrics.items()},
-            **rubric_metrics(repeated, result),
+            **rubric_metrics(judged_examples(config, repeated), result),
         }
         if config.metrics.peak_flops_per_device > 0:
             peak = config.metrics.peak_flops_per_device * self.mesh.size
@@ -395,7 +406,7 @@ class GRPOTrainer:
         failures = [reason for reason in result.reasons if reason]
         if failures:
             logger.warning("step %d: %d judgments failed, e.g. %s", step, len(failures), failures[0])
-        _record_criteria(self._criterion_history, step, repeated, result)
+        _record_criteria(self._criterion_history, step, judged_examples(config, repeated), result)
         if config.train.log_samples_every and step % config.train.log_samples_every == 0:
             self.writer.write_samples(
                 step,
@@ -495,7 +506,9 @@ class GRPOTrainer:
             reward_first=rewards[0] if rewards else math.nan,
             reward_last=rewards[-1] if rewards else math.nan,
             eval_rewards=eval_rewards,
-            criterion_changes=criterion_changes(self._criterion_history, self.examples),
+            criterion_changes=criterion_changes(
+                self._criterion_history, judged_examples(config, self.examples)
+            ),
             eval_criterion_changes=criterion_changes(
                 self._eval_criterion_history, self.eval_examples
             ),

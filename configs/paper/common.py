@@ -1,0 +1,312 @@
+"""The paper's experiments as configs: shared hyper-parameters and one spec per experiment.
+
+Every file beside this one is a thin wrapper: ``get_config(variant)`` returns
+``experiment_config(<its name>, variant)``. Two variants:
+
+- ``full`` (the default): the paper's setup (PAPER.md section 4). Policy Qwen2.5-7B (base) from
+  the HF checkpoint directory in ``$RAR_POLICY_DIR`` (default ``checkpoints/Qwen2.5-7B``), GRPO
+  with 16 answers per prompt and 6 prompts per step (96 rows), lr 5e-6 constant after a 10 %
+  linear warm-up, temperature 1.0, 3,584 completion tokens, 300 steps, judge gpt-4o-mini over an
+  OpenAI-compatible HTTP API (``$RAR_JUDGE_URL``, default ``https://api.openai.com/v1``; key in
+  ``$OPENAI_API_KEY``). Data from built TFDS data sets (``rar-build-dataset``:
+  ``tfds:rar_medicine:train`` ...) and, for the rubric ablations, from JSONL files of generated
+  rubrics in ``$RAR_RUBRICS_DIR`` (default ``rubrics``; see :func:`rubric_file`).
+- ``small``: the same experiment on 2 CPU cores: the embedded SmolLM2-135M-Instruct as policy and
+  in-process JAX judge, the sample records of ``../shared/data``, 2 prompts x 4 answers of at
+  most 64 tokens, 4 steps, held-out rewards at the start and the end.
+
+    rar-train --config=configs/paper/medicine_rar_implicit.py
+    rar-train --config=configs/paper/medicine_rar_implicit.py:small
+    rar-train --config=configs/paper/table3_qwen7b_noref.py --config.judge.http.base_url=...
+
+What the paper does not give (KL coefficient, clip range, loss aggregation, prompt template) is
+left at ``configs/base.py``'s defaults. Assumptions where the paper is silent are marked
+"assumed" in :data:`EXPERIMENTS`. Each run writes to ``runs/paper/<name>`` (``runs/paper_small/
+<name>`` for ``small``); ``rar-tables`` finds an experiment's run by that folder name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+from ml_collections import config_dict
+
+from rar_jax.config import base_config
+
+# Where the small variant's sample data lives: ../shared/data beside the repository root.
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHARED_DATA = pathlib.Path(os.environ.get("RAR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+VARIANTS = ("full", "small")
+
+# Judges of the paper (Table 11 compares sizes): name -> model name sent to the HTTP API.
+JUDGE_MODELS = {
+    "gpt4o_mini": "gpt-4o-mini",
+    "qwen32b": "Qwen/Qwen2.5-32B-Instruct",
+    "qwen14b": "Qwen/Qwen2.5-14B-Instruct",
+    "qwen7b": "Qwen/Qwen2.5-7B-Instruct",
+}
+# Rubric generators of Table 3: name -> the model (for file names and documentation).
+RUBRIC_GENERATORS = {
+    "gpt4o": "gpt-4o",
+    "gpt4o_mini": "gpt-4o-mini",
+    "o3_mini": "o3-mini",
+    "qwen72b": "Qwen/Qwen2.5-72B-Instruct",
+    "qwen32b": "Qwen/Qwen2.5-32B-Instruct",
+    "qwen7b": "Qwen/Qwen2.5-7B-Instruct",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Training data of an experiment in both variants.
+
+    Attributes:
+        format: record layout (``data.format``): rar or healthbench.
+        train_path: full variant: a ``tfds:`` location or a JSONL file.
+        eval_path: full variant: held-out prompts ("" = ``eval_size`` drawn from train_path).
+        eval_size: full variant: held-out prompts drawn from the training data.
+        small_path: small variant: a file of ``../shared/data`` (relative to it).
+        small_eval_size: small variant: held-out prompts drawn from ``small_path``.
+        pitfall_polarity: polarity of pitfalls without an item-level one (PAPER.md section 2:
+            Medicine pitfalls describe failures, Science pitfalls what to avoid).
+    """
+
+    format: str
+    train_path: str
+    eval_path: str = ""
+    eval_size: int = 0
+    small_path: str = ""
+    small_eval_size: int = 1
+    pitfall_polarity: str = "negative"
+
+
+def rubric_file(generator: str, with_reference: bool) -> str:
+    """The JSONL of rubrics generated for the HealthBench training prompts (``rar-rubrics``).
+
+    ``$RAR_RUBRICS_DIR/healthbench_train.<generator>.<ref|noref>.jsonl``, written e.g. by
+    ``rar-rubrics --input=<HealthBench train prompts> --output=<this file> --domain=medical
+    [--nouse_reference]`` with the generator behind ``judge.http``.
+    """
+    if generator not in RUBRIC_GENERATORS:
+        raise ValueError(f"unknown rubric generator {generator!r}; expected one of "
+                         f"{', '.join(RUBRIC_GENERATORS)}")
+    directory = os.environ.get("RAR_RUBRICS_DIR", "rubrics")
+    suffix = "ref" if with_reference else "noref"
+    return f"{directory}/healthbench_train.{generator}.{suffix}.jsonl"
+
+
+MEDICINE = DataSpec(
+    format="rar", train_path="tfds:rar_medicine:train", eval_path="tfds:rar_medicine:val[:192]",
+    small_path="rar_samples/rar_medicine_sample3.jsonl", pitfall_polarity="negative",
+)
+SCIENCE = DataSpec(
+    format="rar", train_path="tfds:rar_science:train", eval_path="tfds:rar_science:val[:192]",
+    small_path="rar_samples/rar_science_sample3.jsonl", pitfall_polarity="positive",
+)
+# HealthBench without HealthBench-1k (about 4,000 prompts; the paper's ~3.5k), physician rubrics.
+HEALTHBENCH_HUMAN = DataSpec(
+    format="healthbench", train_path="tfds:healthbench:train", eval_size=96,
+    small_path="healthbench/oss_eval_first100.jsonl", small_eval_size=2,
+)
+
+
+def healthbench_synthetic(generator: str, with_reference: bool) -> DataSpec:
+    """HealthBench training prompts with generated rubrics (Tables 1-3). The small variant reads
+    the RaR-Medicine samples instead: the same record layout as ``rar-rubrics``' output."""
+    return DataSpec(
+        format="rar", train_path=rubric_file(generator, with_reference), eval_size=96,
+        small_path="rar_samples/rar_medicine_sample3.jsonl", pitfall_polarity="negative",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One training run of the paper.
+
+    Attributes:
+        title: what it is, with the table and row it reproduces.
+        data: its training data.
+        method: ``reward.method``.
+        judge: a key of :data:`JUDGE_MODELS` (full variant).
+        ablation: ``rubric.ablation`` (Table 2).
+        show_labels: show category labels and weights to the implicit judge (Table 2).
+    """
+
+    title: str
+    data: DataSpec
+    method: str
+    judge: str = "gpt4o_mini"
+    ablation: str = "all"
+    show_labels: bool = True
+
+
+MAIN_METHODS = (
+    "direct_likert", "reference_likert", "rar_predefined", "rar_explicit", "rar_implicit"
+)
+
+EXPERIMENTS: dict[str, Experiment] = {}
+for _domain, _data in (("medicine", MEDICINE), ("science", SCIENCE)):
+    for _method in MAIN_METHODS:
+        EXPERIMENTS[f"{_domain}_{_method}"] = Experiment(
+            f"Figure 2: {_method} on RaR-{_domain.capitalize()}", _data, _method
+        )
+EXPERIMENTS.update({
+    "table1_direct_likert": Experiment(
+        "Table 1: Simple-Likert on HealthBench", HEALTHBENCH_HUMAN, "direct_likert"),
+    "table1_reference_likert": Experiment(
+        "Table 1: Reference-Likert on HealthBench", HEALTHBENCH_HUMAN, "reference_likert"),
+    "table1_human": Experiment(
+        "Table 1: RaR-Implicit with the physician rubrics", HEALTHBENCH_HUMAN, "rar_implicit"),
+    "table1_human_points": Experiment(
+        "Table 1 (extra row): HealthBench points over the physician rubrics, judged criterion "
+        "by criterion", HEALTHBENCH_HUMAN, "healthbench_points"),
+    # Table 3's o3-mini-with-reference row has Table 1's synthetic number (35.9): same run.
+    "table1_synthetic": Experiment(
+        "Table 1: RaR-Implicit with synthetic rubrics (o3-mini, with reference)",
+        healthbench_synthetic("o3_mini", True), "rar_implicit"),
+    "table1_synthetic_noref": Experiment(
+        "Table 1: RaR-Implicit with synthetic rubrics generated without reference (o3-mini)",
+        healthbench_synthetic("o3_mini", False), "rar_implicit"),
+})
+# Table 2: rubric design, implicit judge; generator assumed o3-mini with reference.
+_TABLE2_DATA = healthbench_synthetic("o3_mini", True)
+EXPERIMENTS.update({
+    "table2_essential_only": Experiment(
+        "Table 2: essential criteria only", _TABLE2_DATA, "rar_implicit",
+        ablation="essential_only"),
+    "table2_no_labels": Experiment(
+        "Table 2: no category labels (nor weights) shown to the judge", _TABLE2_DATA,
+        "rar_implicit", show_labels=False),
+    "table2_no_pitfalls": Experiment(
+        "Table 2: pitfall criteria removed", _TABLE2_DATA, "rar_implicit", ablation="no_pitfalls"),
+    "table2_all": Experiment("Table 2: all criteria", _TABLE2_DATA, "rar_implicit"),
+})
+# Table 3: which model generated the rubrics (without reference, plus o3-mini with reference).
+for _generator in RUBRIC_GENERATORS:
+    EXPERIMENTS[f"table3_{_generator}_noref"] = Experiment(
+        f"Table 3: rubrics by {RUBRIC_GENERATORS[_generator]} without reference",
+        healthbench_synthetic(_generator, False), "rar_implicit")
+EXPERIMENTS["table3_o3_mini_ref"] = Experiment(
+    "Table 3: rubrics by o3-mini with reference", healthbench_synthetic("o3_mini", True),
+    "rar_implicit")
+# Table 11: judge size; training data assumed RaR-Medicine (PAPER.md does not say).
+for _judge in JUDGE_MODELS:
+    for _method, _label in (("rar_implicit", "implicit"), ("direct_likert", "direct_likert")):
+        EXPERIMENTS[f"table11_{_judge}_{_label}"] = Experiment(
+            f"Table 11: {_method} with judge {JUDGE_MODELS[_judge]}", MEDICINE, _method,
+            judge=_judge)
+
+
+def paper_hyperparameters(config: config_dict.ConfigDict) -> None:
+    """Sets the paper's training setup (PAPER.md section 4) on ``config`` in place."""
+    config.model.source = os.environ.get("RAR_POLICY_DIR", "checkpoints/Qwen2.5-7B")
+    config.model.dtype = "bfloat16"
+    config.model.param_dtype = "float32"
+    config.model.remat_policy = "full"
+    config.mesh.data = 1
+    config.mesh.fsdp = -1  # Every device: 8 H100 in the paper.
+    config.mesh.tensor = 1
+    config.rl.prompts_per_step = 6
+    config.rl.num_generations = 16  # 6 x 16 = 96 rows.
+    config.rl.max_prompt_length = 1024
+    config.rl.max_completion_length = 3584
+    config.rl.micro_batch_size = 16
+    config.sampling.temperature = 1.0
+    config.optim.learning_rate = 5e-6
+    config.optim.warmup_fraction = 0.1
+    config.optim.num_steps = 300
+    config.checkpoint.every_steps = 50
+    config.train.eval_every = 50
+    config.train.export_hf = True  # rar-eval reads the final policy from <output_dir>/hf_export.
+    config.judge.backend = "http"
+    config.judge.http.base_url = os.environ.get("RAR_JUDGE_URL", "https://api.openai.com/v1")
+    config.judge.http.model = JUDGE_MODELS["gpt4o_mini"]
+    config.judge.http.max_concurrency = 64
+    config.judge.max_tokens = 512  # Room for the explicit judge's explanation before its verdict.
+
+
+def small_hyperparameters(config: config_dict.ConfigDict) -> None:
+    """Sets the 2-CPU-core setup on ``config`` in place (SmolLM2 as policy and JAX judge)."""
+    config.model.source = "smollm2"
+    config.judge.backend = "jax"
+    config.judge.model_source = "smollm2"
+    config.judge.batch_size = 8
+    config.rl.prompts_per_step = 2
+    config.rl.num_generations = 4
+    config.rl.max_prompt_length = 256
+    config.rl.pad_prompts_to_max_length = True  # One compiled prompt shape.
+    config.rl.max_completion_length = 64
+    config.optim.num_steps = 4
+    config.checkpoint.every_steps = 0
+    config.train.eval_every = 4  # At the start and the end.
+    config.train.log_samples_every = 1
+
+
+def experiment_config(name: str, variant: str = "full") -> config_dict.ConfigDict:
+    """The config of experiment ``name`` (a key of :data:`EXPERIMENTS`) in ``variant``.
+
+    Args:
+        name: the experiment, also the file name of its config (``configs/paper/<name>.py``).
+        variant: ``full`` (the paper's setup) or ``small`` (2 CPU cores); "" means full.
+    """
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown paper experiment {name!r}; expected one of "
+                         f"{', '.join(EXPERIMENTS)}")
+    variant = variant or "full"
+    if variant not in VARIANTS:
+        raise ValueError(f"configs/paper/{name}.py: unknown variant {variant!r}; expected "
+                         f"{' or '.join(VARIANTS)} (--config=configs/paper/{name}.py:small)")
+    experiment = EXPERIMENTS[name]
+    data = experiment.data
+    config = base_config()
+    config.data.format = data.format
+    config.rubric.pitfall_polarity = data.pitfall_polarity
+    config.rubric.ablation = experiment.ablation
+    config.judge.show_categories = experiment.show_labels
+    config.judge.show_weights = experiment.show_labels
+    config.reward.method = experiment.method
+    if variant == "full":
+        paper_hyperparameters(config)
+        config.judge.http.model = JUDGE_MODELS[experiment.judge]
+        config.data.train_path = data.train_path
+        config.data.eval_path = data.eval_path
+        config.data.eval_size = data.eval_size
+        config.output_dir = f"runs/paper/{name}"
+    else:
+        small_hyperparameters(config)
+        config.data.train_path = str(SHARED_DATA / data.small_path)
+        config.data.eval_size = data.small_eval_size
+        if data.format == "healthbench":
+            config.data.max_rubric_chars = 1200  # Short physician rubrics: one judge read each.
+        config.output_dir = f"runs/paper_small/{name}"
+    set_evaluation(config, name, variant)
+    return config
+
+
+def set_evaluation(config: config_dict.ConfigDict, name: str, variant: str) -> None:
+    """What ``rar-eval`` reads for this experiment (the ``eval`` section, when the base config
+    has one): Figure 2 evaluates Medicine runs on HealthBench (all 5,000) and Science runs on
+    GPQA-Diamond (10 runs); Tables 1-3 on HealthBench-1k; Table 11 on HealthBench. Its outputs
+    land in ``output_dir``, where ``rar-tables`` looks for them. The small variant evaluates on 5
+    prompts of the shared HealthBench subset (Science: no GPQA data is shared; give
+    ``--config.eval.gpqa_path`` a CSV)."""
+    if "eval" not in config:
+        return
+    evaluation = config.eval
+    evaluation.max_new_tokens = config.rl.max_completion_length
+    if variant == "small":
+        evaluation.limit = 5
+        if not name.startswith("science_"):
+            evaluation.healthbench_path = str(
+                SHARED_DATA / "healthbench" / "oss_eval_first100.jsonl")
+        return
+    if name.startswith("science_"):
+        evaluation.gpqa_path = "tfds:gpqa_diamond:test"
+        evaluation.gpqa_runs = 10
+    elif name.startswith(("table1_", "table2_", "table3_")):
+        evaluation.healthbench_path = "tfds:healthbench:healthbench_1k"
+    else:
+        evaluation.healthbench_path = "tfds:healthbench:oss_eval"

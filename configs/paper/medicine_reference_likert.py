@@ -1,0 +1,15 @@
+"""Figure 2: reference_likert on RaR-Medicine.
+
+The paper's setup (common.py). On 2 CPU cores with SmolLM2 as policy and judge and sample data:
+``rar-train --config=configs/paper/medicine_reference_likert.py:small``.
+"""
+
+import pathlib
+import runpy
+
+_COMMON = runpy.run_path(str(pathlib.Path(__file__).with_name("common.py")))
+
+
+def get_config(variant: str = "full"):
+    """``full`` (the paper's hyper-parameters) or ``small`` (2 CPU cores)."""
+    return _COMMON["experiment_config"](pathlib.Path(__file__).stem, variant)
