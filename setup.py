@@ -60,6 +60,7 @@ CONSOLE_SCRIPTS = [
     "rar-build-dataset=rar_jax.data.builders.__main__:run",
     "rar-generate=rar_jax.experiments.generate:run",
     "rar-judge=rar_jax.experiments.judge:run",
+    "rar-judge-alignment=rar_jax.experiments.judge_alignment:run",
     "rar-judge-quality=rar_jax.experiments.judge_quality:run",
     "rar-rubrics=rar_jax.experiments.rubrics:run",
     "rar-score-healthbench=rar_jax.experiments.score_healthbench:run",

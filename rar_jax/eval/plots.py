@@ -46,3 +46,46 @@ def plot_reward_curve(
     figure.tight_layout()
     figure.savefig(os.fspath(path))
     plt.close(figure)
+
+
+def plot_accuracy_by_judge(
+    judges: Sequence[str],
+    series: Mapping[str, Sequence[tuple[float, float, float]]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Judge alignment",
+    ylabel: str = "pairwise accuracy",
+) -> None:
+    """Accuracy against the judge (the paper's Figure 3): one line per condition, with error bars.
+
+    Args:
+        judges: the judge names, in x-axis order.
+        series: condition label -> per judge ``(accuracy, interval low, interval high)``; NaN
+            where nothing was scored (that point is left out of the line).
+        path: the PNG to write.
+        title: the figure title.
+        ylabel: the y-axis label.
+    """
+    if not judges or not series:
+        raise ValueError(f"nothing to plot for {os.fspath(path)}: no judges or no conditions")
+    figure, axes = plt.subplots(figsize=(max(5.0, 1.6 * len(judges) + 2.5), 4), dpi=100)
+    positions = list(range(len(judges)))
+    for label, points in series.items():
+        if len(points) != len(judges):
+            raise ValueError(f"series {label!r}: expected {len(judges)} points, got {len(points)}")
+        accuracy = [p[0] for p in points]
+        below = [p[0] - p[1] if not math.isnan(p[0]) else math.nan for p in points]
+        above = [p[2] - p[0] if not math.isnan(p[0]) else math.nan for p in points]
+        axes.errorbar(positions, accuracy, yerr=[below, above], marker="o", capsize=4, label=label)
+    axes.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
+    axes.set_xticks(positions)
+    axes.set_xticklabels(judges, rotation=15, ha="right")
+    axes.set_ylim(0.0, 1.05)
+    axes.set_xlabel("judge")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(os.fspath(path))
+    plt.close(figure)
