@@ -161,4 +161,15 @@ def get_config() -> config_dict.ConfigDict:
     config.healthbench.graded_path = ""  # JSONL of graded HealthBench answers (per-criterion verdicts).
     config.healthbench.bootstrap_samples = 1000  # Resamples for the bootstrap std of clipped means.
 
+    # --- Evaluation CLIs (rar-eval healthbench / gpqa; rar_jax.eval) -----------------------------
+    config.eval = config_dict.ConfigDict()
+    config.eval.healthbench_path = ""  # HealthBench JSONL, or tfds:healthbench[/<config>]:<split>, for rar-eval healthbench.
+    config.eval.gpqa_path = ""  # GPQA CSV / JSONL with the official columns, or tfds:gpqa_diamond[/<config>]:test.
+    config.eval.limit = 0  # Evaluate the first N prompts / questions; 0 = all.
+    config.eval.gpqa_runs = 10  # GPQA runs, each with its own seeded choice order (the paper: mean of 10).
+    config.eval.gpqa_verifier = True  # Ask the judge's Yes/No verifier when an answer has no letter; False = count it wrong.
+    config.eval.max_new_tokens = 1024  # Most tokens of a policy answer (greedy decoding).
+    config.eval.batch_size = 8  # Prompts per policy generate call.
+    config.eval.grader_max_tokens = 256  # Most tokens of a grader / verifier reply (HealthBench's grader explains first).
+
     return config

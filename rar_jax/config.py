@@ -184,6 +184,13 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
         config.healthbench.bootstrap_samples >= 1, "healthbench.bootstrap_samples", "must be >= 1"
     )
 
+    evaluation = config.eval
+    need(evaluation.limit >= 0, "eval.limit", "must be >= 0 (0 = all)")
+    need(evaluation.gpqa_runs >= 1, "eval.gpqa_runs", "must be >= 1")
+    need(evaluation.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1")
+    need(evaluation.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    need(evaluation.grader_max_tokens >= 1, "eval.grader_max_tokens", "must be >= 1")
+
     data = config.data
     need(data.train_limit >= 0, "data.train_limit", "must be >= 0 (0 = all)")
     need(data.eval_size >= 0, "data.eval_size", "must be >= 0")

@@ -1,0 +1,344 @@
+"""HealthBench and GPQA-Diamond evaluation of a policy (``rar-eval healthbench|gpqa``).
+
+The policy is ``model.*`` (any checkpoint; default the embedded SmolLM2), answering greedily in
+batches of ``eval.batch_size`` with at most ``eval.max_new_tokens`` tokens. The judge is
+``judge.*``: the in-process JAX judge on ``judge.model_source``, or an OpenAI-compatible server
+with ``judge.backend=http``. It writes its replies (greedy, at most ``eval.grader_max_tokens``
+tokens) whatever ``judge.scoring`` says, because both protocols are explicit: HealthBench's
+grader answers ``{"explanation", "criteria_met"}`` per rubric item, GPQA's verifier Yes or No.
+``--config`` defaults to ``configs/base.py``.
+
+``rar-eval healthbench`` (:mod:`rar_jax.eval.healthbench_eval`): prompts from
+``eval.healthbench_path`` (JSONL or ``tfds:healthbench...``; the first ``eval.limit``), answers,
+per-criterion grading, the official simple-evals scoring (overall, per axis, per theme,
+bootstrap std over ``healthbench.bootstrap_samples`` resamples seeded by ``seed``). A failed
+grading is left out of its example's score and counted (see that module). Writes
+``healthbench_eval.json``, ``healthbench_eval.md`` and ``healthbench_answers.jsonl``.
+
+``rar-eval gpqa`` (:mod:`rar_jax.eval.gpqa_eval`): questions from ``eval.gpqa_path`` (official
+CSV, or ``tfds:gpqa_diamond...``), ``eval.gpqa_runs`` runs with choice orders seeded by ``seed``,
+boxed-letter extraction, the judge's Yes/No verifier for answers without a letter
+(``eval.gpqa_verifier``), mean accuracy over runs with a 95% interval. Writes
+``gpqa_eval.json``, ``gpqa_eval.md`` and ``gpqa_answers.jsonl``.
+
+    rar-eval healthbench --config=configs/base.py \\
+        --config.eval.healthbench_path=../shared/data/healthbench/oss_eval_first100.jsonl \\
+        --config.eval.limit=5 --config.output_dir=runs/eval_healthbench
+    rar-eval gpqa --config=configs/base.py --config.eval.gpqa_path=gpqa_diamond.csv \\
+        --config.judge.backend=http --config.judge.http.base_url=http://judge-host:8000/v1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from absl import app
+
+from rar_jax import config as rar_config
+
+_CONFIG = rar_config.define_config_flag(str(rar_config.BASE_CONFIG_PATH))
+BENCHMARKS = ("healthbench", "gpqa")
+
+
+def json_safe(value: Any) -> Any:
+    """NaN / inf -> None, numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def describe_setup(config: Any, *, with_judge: bool = True) -> dict[str, Any]:
+    """The policy and (when one is used) judge options that identify a run in its report."""
+    judge = config.judge
+    description: dict[str, Any] = {
+        "policy": config.model.source,
+        "max_new_tokens": int(config.eval.max_new_tokens),
+        "seed": int(config.seed),
+    }
+    if not with_judge:
+        return description
+    description.update(judge_backend=judge.backend,
+                       grader_max_tokens=int(config.eval.grader_max_tokens))
+    if judge.backend == "http":
+        description.update(judge_base_url=judge.http.base_url, judge_model=judge.http.model)
+    else:
+        description["judge_model"] = judge.model_source
+    return description
+
+
+def load_policy_and_judge(config: Any, *, needs_judge: bool = True) -> tuple[Any, Any]:
+    """The greedy policy (``model.*``) and the judge (``judge.*``; None when not needed).
+
+    A JAX judge on the policy's own checkpoint shares the policy's loaded weights (nothing here
+    changes them).
+    """
+    from rar_jax.eval.answering import SamplerPolicy
+    from rar_jax.judges.rewards import make_judge_backend
+    from rar_jax.models.loading import load_from_config, load_model_and_tokenizer
+
+    model, tokenizer = load_from_config(config.model)
+    logging.info("policy %s (%s)", config.model.source, model.config.architecture)
+    policy = SamplerPolicy(model, tokenizer, batch_size=config.eval.batch_size,
+                           max_new_tokens=config.eval.max_new_tokens)
+    if not needs_judge:
+        return policy, None
+    if config.judge.backend != "jax":
+        return policy, make_judge_backend(config)
+    if config.judge.model_source == config.model.source:
+        judge_model, judge_tokenizer = model, tokenizer
+    else:
+        judge_model, judge_tokenizer = load_model_and_tokenizer(
+            config.judge.model_source, dtype=config.model.dtype,
+            param_dtype=config.model.param_dtype,
+        )
+    return policy, make_judge_backend(config, model=judge_model, tokenizer=judge_tokenizer)
+
+
+def judge_chunk_size(config: Any) -> int:
+    """Judge prompts per call: one batch of the JAX judge, or enough to fill the HTTP pool."""
+    if config.judge.backend == "http":
+        return 4 * int(config.judge.http.max_concurrency)
+    return int(config.judge.batch_size)
+
+
+def write_jsonl(path: pathlib.Path, records: Sequence[dict[str, Any]]) -> None:
+    """One strict-JSON record per line."""
+    with path.open("w") as handle:
+        for record in records:
+            handle.write(json.dumps(json_safe(record), allow_nan=False, ensure_ascii=False) + "\n")
+
+
+# ------------------------------------------------------------------------------ HealthBench
+def healthbench_markdown(report: dict[str, Any], table: str) -> str:
+    """The HealthBench report: setup, counts, the official metrics table, failure reasons."""
+    counts = report["counts"]
+    setup = ", ".join(f"{key}={value}" for key, value in report["setup"].items())
+    lines = [
+        "# HealthBench evaluation",
+        "",
+        f"Setup: {setup}. Data: `{report['data']}`.",
+        "",
+        f"- examples: {counts['examples']} ({counts['scored_examples']} scored, "
+        f"{counts['excluded_examples']} without a defined score)",
+        f"- criteria graded: {counts['criteria'] - counts['failed_criteria']} of "
+        f"{counts['criteria']} ({counts['failed_criteria']} failed gradings left out of their "
+        "example's score)",
+        f"- answers cut at max_new_tokens: {counts['answers_cut']}",
+        "",
+        table,
+    ]
+    if report["failure_reasons"]:
+        lines += ["", "Failed gradings:"]
+        lines += [f"- {count} x {why}" for why, count in report["failure_reasons"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_healthbench(config: Any, output_dir: pathlib.Path) -> None:
+    """``rar-eval healthbench`` (module docstring)."""
+    from rar_jax.eval import healthbench_eval, healthbench_scoring
+
+    path = config.eval.healthbench_path
+    if not path:
+        raise app.UsageError(
+            "set --config.eval.healthbench_path to a HealthBench JSONL or tfds:..."
+        )
+    items = healthbench_eval.read_healthbench_items(
+        path, limit=config.eval.limit, data_dir=config.data.tfds_data_dir or None
+    )
+    logging.info("%d HealthBench prompts from %s", len(items), path)
+    policy, judge = load_policy_and_judge(config)
+    start = time.perf_counter()
+    result = healthbench_eval.evaluate_healthbench(
+        items, policy, judge,
+        grader_max_tokens=config.eval.grader_max_tokens,
+        seed=config.seed,
+        bootstrap_samples=config.healthbench.bootstrap_samples,
+        templates_dir=config.judge.templates_dir or None,
+        chunk_size=judge_chunk_size(config),
+    )
+    seconds = time.perf_counter() - start
+    if result.metrics:
+        table = healthbench_scoring.metrics_markdown(result.metrics)
+    else:
+        logging.warning("no HealthBench example could be scored; see the failure reasons")
+        table = ("**No example could be scored**: every one lost its positive-points criteria to "
+                 "failed gradings (see the reasons below and healthbench_answers.jsonl).")
+    excluded = [reason for reason in result.excluded if reason is not None]
+    report = {
+        "benchmark": "healthbench",
+        "data": path,
+        "setup": describe_setup(config),
+        "seconds": seconds,
+        "counts": {
+            "examples": len(items),
+            "scored_examples": len(items) - len(excluded),
+            "excluded_examples": len(excluded),
+            "criteria": result.total_criteria,
+            "failed_criteria": result.failed_criteria,
+            "answers_cut": sum(reason == "length" for reason in result.finish_reasons),
+        },
+        "failure_reasons": result.failure_reasons(),
+        "excluded_examples": excluded,
+        "metrics": result.metrics,
+    }
+    records = []
+    for index, item in enumerate(items):
+        records.append({
+            "prompt_id": item.example_id,
+            "answer": result.answers[index],
+            "finish_reason": result.finish_reasons[index],
+            "overall_score": result.example_scores[index],
+            "excluded": result.excluded[index],
+            "criteria": [
+                {
+                    "criterion": criterion.description,
+                    "points": criterion.weight,
+                    "criteria_met": None if math.isnan(verdict) else bool(verdict),
+                    "explanation": result.grades.explanations[index][column],
+                    "reason": result.grades.reasons[index][column],
+                }
+                for column, (criterion, verdict) in enumerate(
+                    zip(item.rubric.criteria, result.grades.verdicts[index])
+                )
+            ],
+        })
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "healthbench_eval.json").write_text(
+        json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
+    )
+    markdown = healthbench_markdown(report, table)
+    (output_dir / "healthbench_eval.md").write_text(markdown)
+    write_jsonl(output_dir / "healthbench_answers.jsonl", records)
+    print(markdown)
+    print(f"Wrote healthbench_eval.json, healthbench_eval.md and healthbench_answers.jsonl to "
+          f"{output_dir} ({seconds:.1f} s)")
+
+
+# ------------------------------------------------------------------------------ GPQA
+def gpqa_markdown(report: dict[str, Any]) -> str:
+    """The GPQA report: setup, mean accuracy with its interval, per-run rows, outcome counts."""
+    summary = report["summary"]
+    setup = ", ".join(f"{key}={value}" for key, value in report["setup"].items())
+
+    def percent(value: float | None) -> str:
+        return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
+
+    lines = [
+        "# GPQA-Diamond evaluation",
+        "",
+        f"Setup: {setup}, verifier={report['verifier']}. Data: `{report['data']}` "
+        f"({report['questions']} questions x {summary['num_runs']} choice orders).",
+        "",
+        f"**Accuracy: {percent(summary['accuracy'])}%** (mean of {summary['num_runs']} runs; "
+        f"95% interval {percent(summary['ci95_low'])} - {percent(summary['ci95_high'])}); "
+        f"{summary['ungraded']} of {summary['answers']} answers ungraded (verifier failed).",
+        "",
+        "| run | accuracy (%) | graded answers |",
+        "|---:|---:|---:|",
+    ]
+    for run, (accuracy, graded) in enumerate(zip(summary["run_accuracy"], summary["run_graded"])):
+        lines.append(f"| {run} | {percent(accuracy)} | {graded} |")
+    lines += ["", "| outcome | answers |", "|---|---:|"]
+    lines += [f"| {method} | {count} |" for method, count in summary["methods"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_gpqa(config: Any, output_dir: pathlib.Path) -> None:
+    """``rar-eval gpqa`` (module docstring)."""
+    from rar_jax.eval import gpqa_eval
+
+    path = config.eval.gpqa_path
+    if not path:
+        raise app.UsageError("set --config.eval.gpqa_path to the GPQA CSV or tfds:gpqa_diamond...")
+    items = gpqa_eval.read_gpqa_items(
+        path, num_runs=config.eval.gpqa_runs, seed=config.seed, limit=config.eval.limit,
+        data_dir=config.data.tfds_data_dir or None,
+    )
+    questions = len({item.question_id for item in items})
+    logging.info("%d GPQA questions x %d runs from %s", questions, config.eval.gpqa_runs, path)
+    policy, judge = load_policy_and_judge(config, needs_judge=config.eval.gpqa_verifier)
+    start = time.perf_counter()
+    result = gpqa_eval.evaluate_gpqa(
+        items, policy, judge,
+        num_runs=config.eval.gpqa_runs,
+        use_verifier=config.eval.gpqa_verifier,
+        verifier_max_tokens=config.eval.grader_max_tokens,
+        templates_dir=config.judge.templates_dir or None,
+        chunk_size=judge_chunk_size(config),
+    )
+    seconds = time.perf_counter() - start
+    report = {
+        "benchmark": "gpqa_diamond",
+        "data": path,
+        "setup": describe_setup(config, with_judge=bool(config.eval.gpqa_verifier)),
+        "verifier": bool(config.eval.gpqa_verifier),
+        "questions": questions,
+        "seconds": seconds,
+        "summary": result.summary,
+    }
+    grades = result.grades
+    records = [
+        {
+            "question_id": item.question_id,
+            "run": item.run,
+            "correct_letter": item.answer_letter,
+            "answer": result.answers[index],
+            "finish_reason": result.finish_reasons[index],
+            "letter": grades.letters[index],
+            "method": grades.methods[index],
+            "correct": grades.correct[index],
+            "reason": grades.reasons[index],
+            "verifier_reply": grades.verifier_replies[index],
+        }
+        for index, item in enumerate(result.items)
+    ]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "gpqa_eval.json").write_text(
+        json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
+    )
+    markdown = gpqa_markdown(json_safe(report))
+    (output_dir / "gpqa_eval.md").write_text(markdown)
+    write_jsonl(output_dir / "gpqa_answers.jsonl", records)
+    print(markdown)
+    print(f"Wrote gpqa_eval.json, gpqa_eval.md and gpqa_answers.jsonl to {output_dir} "
+          f"({seconds:.1f} s)")
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) != 2 or argv[1] not in BENCHMARKS:
+        raise app.UsageError(
+            f"usage: rar-eval {{{'|'.join(BENCHMARKS)}}} --config=...; got {list(argv[1:])}"
+        )
+    config = _CONFIG.value
+    rar_config.validate(config, num_devices=jax.device_count())
+    output_dir = pathlib.Path(config.output_dir)
+    if argv[1] == "healthbench":
+        run_healthbench(config, output_dir)
+    else:
+        run_gpqa(config, output_dir)
+
+
+def run() -> None:
+    """Console-script entry point (``rar-eval``)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,178 @@
+"""rar-eval end to end: a tiny fixture policy (tests/tiny_checkpoint.py) answers, the fake OpenAI
+server (tests/judges/fake_openai_server.py) grades with scripted verdicts, and the reports must
+hold the official HealthBench score and the GPQA accuracy computed here by hand.
+
+The CLI runs in a subprocess (absl flags are process-global)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "judges"))
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+from fake_openai_server import FakeOpenAIServer  # noqa: E402
+from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+
+SCRIPT = REPO_ROOT / "experiments" / "eval.py"
+ITEM_RE = re.compile(r'<rubric_item points="([^"]*)">\n(.*?)\n</rubric_item>', re.DOTALL)
+RESPONSE_RE = re.compile(r"<final_message>\n(.*?)\n</final_message>", re.DOTALL)
+
+
+@pytest.fixture
+def server():
+    fake = FakeOpenAIServer()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def run_eval(tmp_path, benchmark, *overrides):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("OPENAI_API_KEY", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), benchmark, f"--config.output_dir={tmp_path / 'out'}",
+         "--config.judge.http.max_attempts=1", "--config.eval.batch_size=4", *overrides],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+
+
+def _verdict(met):
+    return json.dumps({"explanation": "scripted", "criteria_met": met})
+
+
+@pytest.mark.slow
+def test_healthbench_end_to_end(server, tiny, shared_data, tmp_path):
+    lines = (shared_data / "healthbench" / "oss_eval_first100.jsonl").read_text().splitlines()
+    records = [json.loads(lines[index]) for index in (2, 8, 9)]
+    (tmp_path / "hb.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    # Record 2 (5, 5): met, not. Record 8 (8, 7, 6, 6, 5, -6): met, not, met, FAILED, not, met.
+    # Record 9 (8, 9, 9, -8, 8, 7, -7, 10, 10, 6, -10): met, met, not, met, not, met, not, met,
+    # not, met, not.
+    plans = [[True, False], [True, False, True, None, False, True],
+             [True, True, False, True, False, True, False, True, False, True, False]]
+    replies = {}
+    for record, plan in zip(records, plans, strict=True):
+        for item, met in zip(record["rubrics"], plan, strict=True):
+            replies[item["criterion"]] = "I cannot tell." if met is None else _verdict(met)
+    server.replies = lambda user: replies[ITEM_RE.search(user).group(2)]
+
+    process = run_eval(
+        tmp_path, "healthbench", f"--config.model.source={tiny}",
+        "--config.judge.backend=http", f"--config.judge.http.base_url={server.base_url}",
+        f"--config.eval.healthbench_path={tmp_path / 'hb.jsonl'}",
+        "--config.eval.max_new_tokens=6", "--config.eval.grader_max_tokens=32",
+        "--config.healthbench.bootstrap_samples=20",
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    out = tmp_path / "out"
+    report = json.loads((out / "healthbench_eval.json").read_text())
+    scores = [5 / 10, (8 + 6 - 6) / (8 + 7 + 6 + 5),
+              (8 + 9 - 8 + 7 + 10 + 6) / (8 + 9 + 9 + 8 + 7 + 10 + 10 + 6)]
+    metrics = report["metrics"]
+    assert metrics["overall_score"] == pytest.approx(sum(scores) / 3)
+    assert metrics["overall_score:n_samples"] == 3
+    # Record 2's items are the only axis:accuracy / context_awareness ones besides record 9's
+    # 7-point accuracy item (met) and 8-point context item (met).
+    assert metrics["axis:accuracy"] == pytest.approx((1.0 + 1.0) / 2)
+    assert metrics["axis:context_awareness"] == pytest.approx((0.0 + 1.0) / 2)
+    assert metrics["theme:emergency_referrals"] == pytest.approx(0.5)
+    assert report["counts"] == {"examples": 3, "scored_examples": 3, "excluded_examples": 0,
+                                "criteria": 19, "failed_criteria": 1,
+                                "answers_cut": report["counts"]["answers_cut"]}
+    (reason, count), = report["failure_reasons"].items()
+    assert count == 1 and reason.startswith("invalid grader reply")
+    assert server.count() == 19
+
+    answers = [json.loads(line) for line in (out / "healthbench_answers.jsonl").read_text()
+               .splitlines()]
+    assert [a["prompt_id"] for a in answers] == [r["prompt_id"] for r in records]
+    assert [a["overall_score"] for a in answers] == pytest.approx(scores)
+    assert [c["criteria_met"] for c in answers[1]["criteria"]] == plans[1]
+    assert answers[1]["criteria"][3]["reason"] == reason
+    # The grader saw the policy's own answers.
+    graded = {RESPONSE_RE.search(r.body["messages"][-1]["content"]).group(1).strip()
+              for r in server.requests}
+    assert graded == {a["answer"].strip() for a in answers}
+    markdown = (out / "healthbench_eval.md").read_text()
+    assert "| overall_score | " in markdown and "1 failed gradings" in markdown
+    assert f"| overall_score | {sum(scores) / 3:.4f} |" in process.stdout
+
+
+@pytest.mark.slow
+def test_gpqa_end_to_end_with_verifier(server, tiny, tmp_path):
+    header = ["Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
+              "Incorrect Answer 3", "Record ID"]
+    with (tmp_path / "gpqa.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for index in range(4):
+            writer.writerow([f"Question {index}?", f"right {index}", f"wrong {index}a",
+                             f"wrong {index}b", f"wrong {index}c", f"rec{index}"])
+    verdicts = {"Question 0?": "Yes", "Question 1?": "Yes.", "Question 2?": "No",
+                "Question 3?": "Perhaps"}
+    server.replies = lambda user: verdicts[re.search(r"(Question \d\?)", user).group(1)]
+
+    process = run_eval(
+        tmp_path, "gpqa", f"--config.model.source={tiny}",
+        "--config.judge.backend=http", f"--config.judge.http.base_url={server.base_url}",
+        f"--config.eval.gpqa_path={tmp_path / 'gpqa.csv'}", "--config.eval.gpqa_runs=2",
+        "--config.eval.max_new_tokens=6", "--config.eval.grader_max_tokens=4",
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    out = tmp_path / "out"
+    summary = json.loads((out / "gpqa_eval.json").read_text())["summary"]
+    answers = [json.loads(line) for line in (out / "gpqa_answers.jsonl").read_text().splitlines()]
+    # The tiny random policy states no letter, so every answer goes to the verifier.
+    assert {a["method"] for a in answers} == {"verifier", "verifier_failed"}
+    assert server.count() == 8
+    assert summary["run_accuracy"] == [pytest.approx(2 / 3)] * 2
+    assert summary["run_graded"] == [3, 3] and summary["ungraded"] == 2
+    assert summary["accuracy"] == pytest.approx(2 / 3)
+    assert summary["ci95_low"] == pytest.approx(2 / 3) == summary["ci95_high"]
+    assert summary["methods"]["verifier_failed"] == 2
+    assert [a["correct"] for a in answers if a["question_id"] == "rec3"] == [None, None]
+    # The verifier is told the correct letter of that run's order.
+    for record in server.requests:
+        user = record.body["messages"][-1]["content"]
+        letter = re.search(r"<correct_answer>\n([A-D])\) right", user).group(1)
+        assert re.search(rf"\n{letter}\) right \d", user)
+    assert "**Accuracy: 66.7%**" in process.stdout
+
+
+def test_unknown_benchmark_is_a_usage_error(tmp_path):
+    process = run_eval(tmp_path, "mmlu")
+    assert process.returncode != 0
+    assert "usage: rar-eval {healthbench|gpqa}" in process.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("limit", -1, "'eval.limit' must be >= 0"), ("gpqa_runs", 0, "'eval.gpqa_runs' must be >= 1"),
+     ("max_new_tokens", 0, "'eval.max_new_tokens' must be >= 1"),
+     ("batch_size", 0, "'eval.batch_size' must be >= 1"),
+     ("grader_max_tokens", 0, "'eval.grader_max_tokens' must be >= 1")],
+)
+def test_eval_config_ranges_are_validated(key, value, message):
+    from rar_jax import config as rar_config
+
+    config = rar_config.base_config()
+    rar_config.validate(config)
+    config.eval[key] = value
+    with pytest.raises(rar_config.ConfigError, match=message):
+        rar_config.validate(config)
