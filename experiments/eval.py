@@ -39,29 +39,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import numpy as np
 from absl import app
 
 from rar_jax import config as rar_config
+from rar_jax.metrics import json_safe
 
 _CONFIG = rar_config.define_config_flag(str(rar_config.BASE_CONFIG_PATH))
 BENCHMARKS = ("healthbench", "gpqa")
-
-
-def json_safe(value: Any) -> Any:
-    """NaN / inf -> None, numpy scalars -> Python, recursively (strict JSON)."""
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def describe_setup(config: Any, *, with_judge: bool = True) -> dict[str, Any]:

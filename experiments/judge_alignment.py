@@ -39,7 +39,6 @@ import copy
 import dataclasses
 import json
 import logging
-import math
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -49,6 +48,7 @@ from absl import app, flags
 
 from rar_jax import config as rar_config
 from rar_jax.eval import judge_alignment as alignment
+from rar_jax.metrics import json_safe
 
 _CONFIG = rar_config.define_config_flag(str(rar_config.BASE_CONFIG_PATH))
 _DATA = flags.DEFINE_string(
@@ -108,20 +108,6 @@ class Pair:
     example: Any
     perturbed: str | None = None
     failure: str | None = None
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN / inf -> None and numpy scalars -> Python, recursively (strict JSON)."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 class Backends:
@@ -515,13 +501,13 @@ def main(argv: Sequence[str]) -> None:
         "results": results,
     }
     (output_dir / "alignment.json").write_text(
-        json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n"
+        json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
     )
     markdown = markdown_report(report)
     (output_dir / "alignment.md").write_text(markdown)
     with (output_dir / "alignment_scores.jsonl").open("w", encoding="utf-8") as handle:
         for line in score_lines:
-            handle.write(json.dumps(_json_safe(line), ensure_ascii=False, allow_nan=False) + "\n")
+            handle.write(json.dumps(json_safe(line), ensure_ascii=False, allow_nan=False) + "\n")
     series = {
         alignment.CONDITIONS[c].label: [
             (results[n][c]["accuracy"], results[n][c]["ci_low"], results[n][c]["ci_high"])

@@ -34,7 +34,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import math
 import pathlib
 import time
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ from absl import app, flags
 
 from rar_jax import config as rar_config
 from rar_jax.eval import judge_quality
+from rar_jax.metrics import json_safe
 
 _CONFIG = rar_config.define_config_flag()
 _HEALTHBENCH_PATH = flags.DEFINE_string(
@@ -68,20 +68,6 @@ DATASET_TITLES = {
     "healthbench": "HealthBench: agreement with the m42 grader's per-criterion verdicts",
     "kqa": "K-QA: agreement with physicians (statement supported by the answer)",
 }
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN / inf -> None, numpy scalars -> Python, recursively (strict JSON)."""
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 def judge_description(config: Any) -> dict[str, Any]:
@@ -219,13 +205,13 @@ def main(argv: Sequence[str]) -> None:
     output_dir = pathlib.Path(_OUTPUT_DIR.value or config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "judge_quality.json").write_text(
-        json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n"
+        json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
     )
     markdown = markdown_report(report)
     (output_dir / "judge_quality.md").write_text(markdown)
     with (output_dir / "judge_quality_pairs.jsonl").open("w") as handle:
         for record in records:
-            handle.write(json.dumps(_json_safe(record), allow_nan=False, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(json_safe(record), allow_nan=False, ensure_ascii=False) + "\n")
     print(markdown)
     print(
         f"Wrote judge_quality.json, judge_quality.md and judge_quality_pairs.jsonl to {output_dir}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -266,23 +265,12 @@ def train(config: config_dict.ConfigDict) -> TrainSummary:
     plot_reward_curve(records, output_dir / "reward_curve.png",
                       title=f"GRPO, {config.reward.method} reward")
     (output_dir / "summary.json").write_text(
-        json.dumps(_jsonable(vars(summary)), indent=2) + "\n"
+        json.dumps(metrics_lib.json_safe(vars(summary)), indent=2) + "\n"
     )
     if config.train.export_hf:
         nnx.update(policy, trainer.state.params)
         export_hf(policy, output_dir / "hf_export", tokenizer=tokenizer)
     return summary
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN -> None (JSON has no NaN); dict keys -> str."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _quiet_orbax(record: logging.LogRecord) -> bool:

@@ -76,3 +76,20 @@ def read_metrics(output_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle if line.strip()]
     return [{k: (math.nan if v is None else v) for k, v in record.items()} for record in records]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` made strict JSON, recursively: NaN / inf -> None, numpy scalars -> Python,
+    tuples -> lists and mapping keys -> str (for ``json.dumps(..., allow_nan=False)``)."""
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

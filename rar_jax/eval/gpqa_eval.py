@@ -44,7 +44,7 @@ import numpy as np
 
 from rar_jax.data.sources import GPQA_LETTERS, GPQA_TEMPLATE
 from rar_jax.eval.answering import Policy
-from rar_jax.eval.healthbench_eval import TextJudge
+from rar_jax.judges.jax_backend import TextGenerationBackend
 from rar_jax.judges import parsing, prompts
 
 __all__ = [
@@ -337,7 +337,7 @@ class GpqaGrades:
 def grade_gpqa(
     items: Sequence[GpqaItem],
     answers: Sequence[str],
-    judge: TextJudge | None,
+    judge: TextGenerationBackend | None,
     *,
     use_verifier: bool,
     max_tokens: int,
@@ -483,7 +483,7 @@ def gpqa_summary(
 def evaluate_gpqa(
     items: Sequence[GpqaItem],
     policy: Policy,
-    judge: TextJudge | None,
+    judge: TextGenerationBackend | None,
     *,
     num_runs: int,
     use_verifier: bool,

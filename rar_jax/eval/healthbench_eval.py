@@ -28,7 +28,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from rar_jax.data.examples import example_from_healthbench_record
 from rar_jax.eval.answering import Policy
 from rar_jax.eval.healthbench_scoring import GradedExample, aggregate_metrics, example_metrics
 from rar_jax.judges import parsing, prompts
+from rar_jax.judges.jax_backend import TextGenerationBackend
 from rar_jax.rubrics.readers import iter_jsonl
 from rar_jax.rubrics.schema import Rubric, RubricError
 
@@ -43,7 +44,6 @@ __all__ = [
     "CriterionGrades",
     "HealthBenchItem",
     "HealthBenchResult",
-    "TextJudge",
     "evaluate_healthbench",
     "grade_answers",
     "grader_messages",
@@ -68,21 +68,6 @@ class HealthBenchItem:
     conversation: tuple[Mapping[str, str], ...]
     rubric: Rubric
     example_tags: tuple[str, ...]
-
-
-class TextJudge(Protocol):
-    """A judge that writes replies to chat prompts (``JaxJudge``, ``HttpJudgeBackend``)."""
-
-    def generate_texts(
-        self,
-        list_of_messages: Sequence[Sequence[Mapping[str, str]]],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ) -> Any:
-        """A ``GenerationResult`` (texts, finish_reasons, errors) in input order."""
-        ...
 
 
 def _item_from_record(record: Mapping[str, Any], source: str) -> HealthBenchItem:
@@ -255,7 +240,7 @@ def graded_examples(
 def grade_answers(
     items: Sequence[HealthBenchItem],
     answers: Sequence[str],
-    judge: TextJudge,
+    judge: TextGenerationBackend,
     *,
     max_tokens: int,
     templates_dir: str | os.PathLike[str] | None = None,
@@ -333,7 +318,7 @@ class HealthBenchResult:
 def evaluate_healthbench(
     items: Sequence[HealthBenchItem],
     policy: Policy,
-    judge: TextJudge,
+    judge: TextGenerationBackend,
     *,
     grader_max_tokens: int,
     seed: int,

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 from rar_jax.judges import parsing, prompts
-from rar_jax.judges.jax_backend import GenerationResult
+from rar_jax.judges.jax_backend import TextGenerationBackend
 from rar_jax.rubrics.readers import rubric_from_rar_record
 from rar_jax.rubrics.schema import Category, Polarity, RubricError, split_category_prefix
 
@@ -33,21 +33,6 @@ __all__ = [
 ]
 
 OUTPUT_PREVIEW_CHARS = 4000
-
-
-class TextGenerationBackend(Protocol):
-    """What rubric generation needs of a judge backend (JaxJudge and HttpJudgeBackend have it)."""
-
-    def generate_texts(
-        self,
-        list_of_messages: Sequence[Sequence[Mapping[str, str]]],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ) -> GenerationResult:
-        """Replies to chat conversations, in input order."""
-        ...
 
 
 @dataclasses.dataclass

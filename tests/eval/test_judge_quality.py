@@ -6,11 +6,9 @@ from __future__ import annotations
 import ast
 import csv
 import json
-import os
 import pathlib
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,11 +17,8 @@ from rar_jax.eval import judge_quality as jq
 from rar_jax.judges import prompts
 from rar_jax.judges.jax_backend import Judgments
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "experiments" / "judge_quality.py"
-sys.path.insert(0, str(REPO_ROOT / "tests" / "judges"))  # fake_openai_server (a test helper)
-
-from fake_openai_server import FakeOpenAIServer  # noqa: E402
+from cli_runner import REPO_ROOT, run_experiment
+from fake_openai_server import FakeOpenAIServer
 
 NAN = float("nan")
 
@@ -405,11 +400,9 @@ class StatementServer(FakeOpenAIServer):
 
 
 def run_cli(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
-    env["JAX_PLATFORMS"] = "cpu"
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), f"--config={REPO_ROOT / 'configs' / 'base.py'}", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False,
+    return run_experiment(
+        "judge_quality.py", f"--config={REPO_ROOT / 'configs' / 'base.py'}", *args,
+        cwd=cwd, timeout=300,
     )
 
 

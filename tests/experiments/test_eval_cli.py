@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
+from cli_runner import run_experiment
+from fake_openai_server import FakeOpenAIServer
+from tiny_checkpoint import write_tiny_checkpoint
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "tests" / "judges"))
-sys.path.insert(0, str(REPO_ROOT / "tests"))
-
-from fake_openai_server import FakeOpenAIServer  # noqa: E402
-from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
-
-SCRIPT = REPO_ROOT / "experiments" / "eval.py"
 ITEM_RE = re.compile(r'<rubric_item points="([^"]*)">\n(.*?)\n</rubric_item>', re.DOTALL)
 RESPONSE_RE = re.compile(r"<final_message>\n(.*?)\n</final_message>", re.DOTALL)
 
@@ -42,13 +33,10 @@ def tiny(tmp_path_factory):
 
 
 def run_eval(tmp_path, benchmark, *overrides):
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("OPENAI_API_KEY", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), benchmark, f"--config.output_dir={tmp_path / 'out'}",
-         "--config.judge.http.max_attempts=1", "--config.eval.batch_size=4", *overrides],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    return run_experiment(
+        "eval.py", benchmark, f"--config.output_dir={tmp_path / 'out'}",
+        "--config.judge.http.max_attempts=1", "--config.eval.batch_size=4", *overrides,
+        cwd=tmp_path, timeout=300,
     )
 
 

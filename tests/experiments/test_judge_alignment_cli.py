@@ -20,17 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
-import sys
 
 import pytest
 
 from rar_jax.eval.judge_alignment import wilson_interval
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "tests" / "judges"))
-
-from cli_runner import run_experiment  # noqa: E402
-from fake_openai_server import FakeOpenAIServer  # noqa: E402
+from cli_runner import run_experiment
+from fake_openai_server import FakeOpenAIServer
 
 RECORDS = [17, 78, 87, 21, 82]  # 0-based lines of oss_eval_first100.jsonl; 78 has no ideal.
 GENERATED_MARK = "GENMARK"

@@ -12,15 +12,10 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-import sys
 
 import pytest
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "tests" / "judges"))
-
-from cli_runner import run_experiment  # noqa: E402
-from fake_openai_server import FakeOpenAIServer  # noqa: E402
+from cli_runner import run_experiment
+from fake_openai_server import FakeOpenAIServer
 
 PAPER_WEIGHTS = {"essential": 1.0, "important": 0.7, "optional": 0.3, "pitfall": 0.9}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,12 +24,9 @@ from rar_jax.judges.jax_backend import JaxJudge
 from rar_jax.models.loading import load_model_and_tokenizer
 from rar_jax.rubrics.schema import Category, Polarity
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "tests" / "judges"))
-
-from cli_runner import run_experiment  # noqa: E402
-from fake_openai_server import FakeOpenAIServer  # noqa: E402
-from tiny_checkpoint import write_tiny_checkpoint  # noqa: E402
+from cli_runner import run_experiment
+from fake_openai_server import FakeOpenAIServer
+from tiny_checkpoint import write_tiny_checkpoint
 
 
 

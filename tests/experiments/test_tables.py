@@ -14,7 +14,7 @@ from rar_jax.config import base_config
 from rar_jax.eval import paper_numbers
 from rar_jax.experiments import tables
 from rar_jax.experiments import train as train_lib
-from rar_jax.metrics import MetricsWriter
+from rar_jax.metrics import MetricsWriter, json_safe
 from rar_jax.rl.trainer import TrainSummary
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def write_run(root: pathlib.Path, name: str, method: str, rewards: list[float],
     summary = TrainSummary(steps=len(rewards), reward_first=rewards[0], reward_last=rewards[-1],
                            eval_rewards={0: 0.25, len(rewards): 0.5}, criterion_changes=[],
                            eval_criterion_changes=[], skipped_updates=0, judge_failures=0)
-    (run / "summary.json").write_text(json.dumps(train_lib._jsonable(vars(summary))) + "\n")
+    (run / "summary.json").write_text(json.dumps(json_safe(vars(summary))) + "\n")
     for file_name, values in (evaluations or {}).items():
         (run / file_name).write_text(json.dumps(values))
     return run
