@@ -212,15 +212,6 @@ def make_perturbations(
     }
 
 
-def _question_text(conversation: Sequence[Mapping[str, str]]) -> str:
-    """A one-turn prompt as its text; a multi-turn one as the tagged transcript."""
-    from rar_jax.judges.prompts import render_conversation
-
-    if len(conversation) == 1:
-        return conversation[0]["content"]
-    return render_conversation(conversation)
-
-
 def make_generated_rubrics(
     pairs: Sequence[Pair], store: pathlib.Path, generator: str, backends: Backends,
     config: Any, *, seed: int, batch_size: int,
@@ -233,6 +224,7 @@ def make_generated_rubrics(
         Question,
         failure_record,
         generate_rubrics,
+        question_text,
         rubric_record,
     )
     from rar_jax.rubrics.readers import iter_jsonl, rubric_from_rar_record
@@ -246,7 +238,7 @@ def make_generated_rubrics(
     wanted = [p.example for p in pairs]
     reused = sum(1 for e in wanted if e.example_id in rubrics)
     questions = [
-        Question(f"{e.example_id}", {"id": e.example_id}, _question_text(e.conversation), None)
+        Question(f"{e.example_id}", {"id": e.example_id}, question_text(e.conversation), None)
         for e in wanted
         if e.example_id not in rubrics
     ]

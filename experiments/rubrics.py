@@ -1,8 +1,27 @@
 """Generate rubrics for a JSONL of questions with any judge backend (``rar-rubrics``).
 
-Input records: ``question`` or ``prompt`` (a string), optionally ``reference`` or
-``reference_answer`` (the reference answer), optionally ``id``; other fields are copied to the
-output. Each question gets the rubric-generation prompt of
+Input (``--input``): a JSONL file, or a built TFDS data set ``tfds:<name>[/<config>]:<split>``
+(``rar-build-dataset``; read from ``--config.data.tfds_data_dir`` or ``$TFDS_DATA_DIR``, the
+trainer's data sources; formats rar and healthbench). Two record kinds (``--input_format``:
+``auto``, the default, decides per record; ``questions`` or ``healthbench`` forces one):
+
+- questions: ``question`` or ``prompt`` (a string, or a list of chat messages), optionally
+  ``reference`` or ``reference_answer`` (the reference answer), optionally ``id``; other fields
+  are copied to the output.
+- HealthBench (``auto``: a record without ``question`` and with any of ``prompt_id``,
+  ``rubrics``, ``ideal_completions_data``, ``example_tags``): the ``prompt`` conversation is the
+  question (a single user turn as its text, a longer conversation as the judges' tagged
+  transcript); the reference is the ideal completion when the record has one. The output keeps
+  ``id`` (the ``prompt_id``), ``example_tags``, ``canary`` and ``physician_rubric_count``; the
+  physician rubric and the ideal-completion data are not copied (the generated rubric replaces
+  them).
+  The output's ``question`` is the conversation (the text of a single user turn, else the
+  message list), so ``read_examples(output, "rar")`` gives the trainer the same prompt as the
+  HealthBench record does.
+
+A malformed record stops the run with errors naming file, line and field (up to 10 of them).
+
+Each question gets the rubric-generation prompt of
 :func:`rar_jax.judges.prompts.rubric_generation_prompt` (``--domain`` medical or science; with the
 reference answer unless ``--nouse_reference`` or the record has none), sent through the backend
 of the config (``judge.backend``: the in-process JAX model or an OpenAI-compatible server; its
@@ -17,8 +36,8 @@ retry can differ from the reply before (and is a new request for the HTTP cache)
 
 Outputs:
 
-- ``--output``: one RaR-format record per valid rubric, in input order: the input fields plus
-  ``question``, ``reference_answer`` ("" when none was used), ``rubric`` (items ``{title,
+- ``--output``: one RaR-format record per valid rubric, in input order: the kept input fields
+  plus ``question``, ``reference_answer`` ("" when none was used), ``rubric`` (items ``{title,
   description, weight, polarity}``; pitfalls get ``rubric.pitfall_polarity``, "negative" by
   default, as our templates ask for pitfalls that describe the mistake), ``rubric_list``,
   ``rubric_count``, ``rubric_attempts`` and ``rubric_with_reference``. Readable by
@@ -33,6 +52,13 @@ that waiting requests do not time out.
     rar-rubrics --config=configs/base.py --config.judge.backend=http \\
         --config.judge.http.base_url=http://127.0.0.1:8000/v1 \\
         --input=questions.jsonl --output=rubrics.jsonl --domain=science --max_attempts=3
+
+HealthBench training prompts (Tables 1-3; ``configs/paper/common.py``, ``rubric_file``):
+
+    rar-rubrics --config=configs/base.py --config.judge.backend=http \\
+        --config.judge.http.base_url=https://api.openai.com/v1 \\
+        --config.judge.http.model=gpt-4o --input=tfds:healthbench:train \\
+        --output=rubrics/healthbench_train.gpt4o.noref.jsonl --domain=medical --nouse_reference
 """
 
 from __future__ import annotations
@@ -41,7 +67,7 @@ import json
 import logging
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from absl import app, flags
@@ -49,18 +75,36 @@ from absl import app, flags
 from rar_jax import config as rar_config
 from rar_jax.judges import prompts
 from rar_jax.rubrics.generation import (  # noqa: F401 - re-exported: the CLI's public helpers
+    INPUT_FORMATS,
     Question,
     TextGenerationBackend,
     failure_record,
     generate_rubrics,
+    question_from_record,
     rubric_record,
     validate_rubric,
 )
 from rar_jax.rubrics.readers import iter_jsonl
 from rar_jax.rubrics.schema import RubricError
 
+TFDS_PREFIX = "tfds:"  # As rar_jax.data.sources.TFDS_PREFIX (imported lazily: tfds is slow).
+# Data-set record formats rar-rubrics reads from a TFDS input -> the record kind.
+TFDS_INPUT_KINDS = {"healthbench": "healthbench", "rar": "questions"}
+
 _CONFIG = rar_config.define_config_flag(str(rar_config.BASE_CONFIG_PATH))
-_INPUT = flags.DEFINE_string("input", None, "JSONL of questions ('question' or 'prompt').")
+_INPUT = flags.DEFINE_string(
+    "input",
+    None,
+    "JSONL of questions ('question' or 'prompt') or HealthBench records, or a built data set "
+    "tfds:<name>[/<config>]:<split> (e.g. tfds:healthbench:train).",
+)
+_INPUT_FORMAT = flags.DEFINE_enum(
+    "input_format",
+    "auto",
+    list(INPUT_FORMATS),
+    "Record kind: questions, healthbench, or auto (HealthBench when a record has no question "
+    "but prompt_id, rubrics, ideal_completions_data or example_tags).",
+)
 _OUTPUT = flags.DEFINE_string("output", None, "JSONL to write the valid rubrics to (RaR format).")
 _FAILURES = flags.DEFINE_string(
     "failures_output",
@@ -90,48 +134,27 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Questions per generation c
 _LIMIT = flags.DEFINE_integer("limit", 0, "Use only the first N questions; 0 = all.")
 
 
-def _text_field(record: Mapping[str, Any], names: Sequence[str]) -> tuple[str, Any]:
-    """The first of ``names`` the record has and its value, or ``("", None)``."""
-    for name in names:
-        if name in record:
-            return name, record[name]
-    return "", None
-
-
-def question_from_record(
-    record: dict[str, Any], source: str, *, use_reference: bool
-) -> Question:
-    """One checked question record; RubricError naming the source and field when it is bad."""
-    field, question = _text_field(record, ("question", "prompt"))
-    if not field:
-        raise RubricError(f"{source}: question: expected a 'question' or 'prompt' field")
-    if not isinstance(question, str) or not question.strip():
-        raise RubricError(
-            f"{source}: {field}: expected a non-empty string, got {type(question).__name__} "
-            f"{question!r:.60}"
-        )
-    field, reference = _text_field(record, ("reference", "reference_answer"))
-    if reference is not None and not isinstance(reference, str):
-        raise RubricError(f"{source}: {field}: expected a string, got {type(reference).__name__}")
-    if not use_reference or reference is None or not reference.strip():
-        reference = None
-    return Question(source, record, question, reference)
-
-
-def read_questions(
-    path: str | os.PathLike[str], *, use_reference: bool, limit: int = 0, max_errors: int = 10
+def _collect(
+    records: Iterable[tuple[str, Any, str | None]],
+    *,
+    use_reference: bool,
+    input_format: str,
+    limit: int,
+    max_errors: int,
+    name: str,
 ) -> list[Question]:
-    """Reads the question records.
-
-    Raises:
-        RubricError listing the first ``max_errors`` bad records (file, line and field each).
-    """
-    name = os.fspath(path)
+    """Questions from ``(source, record, example_id or None)`` triples; errors gathered."""
     questions, errors = [], []
-    for line, record in iter_jsonl(name):
+    for source, record, example_id in records:
         try:
             questions.append(
-                question_from_record(record, f"{name}:{line}", use_reference=use_reference)
+                question_from_record(
+                    record,
+                    source,
+                    use_reference=use_reference,
+                    input_format=input_format,
+                    example_id=example_id,
+                )
             )
         except ValueError as error:
             errors.append(str(error))
@@ -146,6 +169,80 @@ def read_questions(
     return questions
 
 
+def _tfds_records(
+    location: str, input_format: str, data_dir: str | None, limit: int
+) -> tuple[str, Iterator[tuple[str, Any, str | None]]]:
+    """The record kind of a built data set and its first ``limit`` (0 = all) ``(source, record,
+    example_id)`` triples, read through ``rar_jax.data.sources`` (the trainer's data sources)."""
+    import tqdm
+
+    from rar_jax.data import sources
+
+    name, config, split = sources.parse_tfds_location(location)
+    kind = TFDS_INPUT_KINDS.get(sources.DATASET_FORMATS.get(name, ""))
+    if kind is None:
+        raise RubricError(
+            f"{location}: rar-rubrics reads the data sets of formats "
+            f"{', '.join(TFDS_INPUT_KINDS)}; {name!r} is not one of them"
+        )
+    if input_format not in ("auto", kind):
+        raise RubricError(
+            f"{location}: --input_format={input_format} does not match the data set's "
+            f"records ({kind})"
+        )
+    source = sources.open_source(name, split, data_dir=data_dir, config=config)
+
+    def records() -> Iterator[tuple[str, Any, str | None]]:
+        count = min(limit, len(source)) if limit else len(source)
+        for index in tqdm.trange(count, desc=location, unit="record", disable=None):
+            row = sources.decode_record(source[index])
+            try:
+                record = json.loads(row["record"])
+            except json.JSONDecodeError as error:
+                raise RubricError(f"{row['source']}: record: not JSON ({error})") from None
+            yield row["source"], record, row["example_id"] if kind == "healthbench" else None
+
+    return kind, records()
+
+
+def read_questions(
+    path: str | os.PathLike[str],
+    *,
+    use_reference: bool,
+    limit: int = 0,
+    max_errors: int = 10,
+    input_format: str = "auto",
+    data_dir: str | None = None,
+) -> list[Question]:
+    """Reads the question records of a JSONL file or a ``tfds:<name>[/<config>]:<split>`` set.
+
+    Args:
+        path: the JSONL file or TFDS location.
+        use_reference: show each record's reference answer to the generator when it has one.
+        limit: read at most this many records (0 = all).
+        max_errors: how many bad records the error lists.
+        input_format: ``auto``, ``questions`` or ``healthbench`` (see the module docstring); a
+            TFDS data set's records are of its format's kind.
+        data_dir: the TFDS data directory (None: ``$TFDS_DATA_DIR``).
+
+    Raises:
+        RubricError listing the first ``max_errors`` bad records (file, line and field each).
+    """
+    name = os.fspath(path)
+    if name.startswith(TFDS_PREFIX):
+        input_format, records = _tfds_records(name, input_format, data_dir, limit)
+    else:
+        records = ((f"{name}:{line}", record, None) for line, record in iter_jsonl(name))
+    return _collect(
+        records,
+        use_reference=use_reference,
+        input_format=input_format,
+        limit=limit,
+        max_errors=max_errors,
+        name=name,
+    )
+
+
 def _write_jsonl(path: pathlib.Path, records: Sequence[Mapping[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
@@ -157,7 +254,9 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not _INPUT.value or not _OUTPUT.value:
-        raise app.UsageError("give --input=questions.jsonl and --output=rubrics.jsonl")
+        raise app.UsageError(
+            "give --input=questions.jsonl (or tfds:<name>:<split>) and --output=rubrics.jsonl"
+        )
     for flag in (_MAX_ATTEMPTS, _MAX_TOKENS, _BATCH_SIZE, _MIN_ITEMS):
         if flag.value < 1:
             raise app.UsageError(f"--{flag.name} must be >= 1, got {flag.value}")
@@ -169,7 +268,11 @@ def main(argv: Sequence[str]) -> None:
     try:
         rar_config.validate(config)
         questions = read_questions(
-            _INPUT.value, use_reference=_USE_REFERENCE.value, limit=_LIMIT.value
+            _INPUT.value,
+            use_reference=_USE_REFERENCE.value,
+            limit=_LIMIT.value,
+            input_format=_INPUT_FORMAT.value,
+            data_dir=config.data.tfds_data_dir or None,
         )
     except (OSError, ValueError) as error:
         raise SystemExit(f"rar-rubrics: {error}") from None

@@ -86,9 +86,39 @@ class DataSpec:
 def rubric_file(generator: str, with_reference: bool) -> str:
     """The JSONL of rubrics generated for the HealthBench training prompts (``rar-rubrics``).
 
-    ``$RAR_RUBRICS_DIR/healthbench_train.<generator>.<ref|noref>.jsonl``, written e.g. by
-    ``rar-rubrics --input=<HealthBench train prompts> --output=<this file> --domain=medical
-    [--nouse_reference]`` with the generator behind ``judge.http``.
+    ``$RAR_RUBRICS_DIR/healthbench_train.<generator>.<ref|noref>.jsonl``: one RaR-format record
+    per ``tfds:healthbench:train`` prompt (HealthBench without HealthBench-1k) that got a valid
+    rubric: ``question`` = the HealthBench conversation (the trainer sees the same prompt as
+    with the physician rubrics), ``id`` = ``prompt_id``, ``example_tags``, the generated
+    ``rubric``; ``reference_answer`` = the ideal completion for ``ref`` files (where the prompt
+    has one), "" for ``noref`` files. Made once per file (seven files: ``o3_mini`` ``ref`` and
+    ``noref``, and ``noref`` for ``gpt4o``, ``gpt4o_mini``, ``qwen72b``, ``qwen32b``,
+    ``qwen7b``). First build the data set (once), then run ``rar-rubrics`` per file:
+
+        rar-build-dataset --dataset=healthbench \\
+            --manual_dir=<folder with simple-evals' HealthBench JSONL files> \\
+            --data_dir=$TFDS_DATA_DIR
+        # Table 1 (synthetic), Table 2 (all rows), Table 3 (o3-mini with reference):
+        rar-rubrics --config=configs/base.py --config.judge.backend=http \\
+            --config.judge.http.base_url=https://api.openai.com/v1 \\
+            --config.judge.http.model=o3-mini --config.judge.http.timeout_s=300 \\
+            --config.judge.http.cache_dir=cache/rubrics \\
+            --input=tfds:healthbench:train --domain=medical --use_reference \\
+            --output=$RAR_RUBRICS_DIR/healthbench_train.o3_mini.ref.jsonl
+        # Table 1 (synthetic, no reference) and Table 3 (no reference), generator <g>:
+        rar-rubrics --config=configs/base.py --config.judge.backend=http \\
+            --config.judge.http.base_url=<API of the generator> \\
+            --config.judge.http.model=<RUBRIC_GENERATORS[<g>]> --config.judge.http.timeout_s=300 \\
+            --config.judge.http.cache_dir=cache/rubrics \\
+            --input=tfds:healthbench:train --domain=medical --nouse_reference \\
+            --output=$RAR_RUBRICS_DIR/healthbench_train.<g>.noref.jsonl
+
+    with ``<g>`` each of ``o3_mini``, ``gpt4o``, ``gpt4o_mini`` (``https://api.openai.com/v1``,
+    key in ``$OPENAI_API_KEY``), ``qwen72b``, ``qwen32b``, ``qwen7b`` (an OpenAI-compatible server
+    of ``Qwen/Qwen2.5-<size>-Instruct``, e.g. vLLM, or ``rar-serve-judge``). ``$TFDS_DATA_DIR``
+    (or ``--config.data.tfds_data_dir``) must be where the data set was built. Prompts still
+    without a valid rubric after ``--max_attempts`` go to ``<file>.failures.jsonl``, not into
+    training. A JSONL of HealthBench records works as ``--input`` too.
     """
     if generator not in RUBRIC_GENERATORS:
         raise ValueError(f"unknown rubric generator {generator!r}; expected one of "

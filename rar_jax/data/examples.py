@@ -6,7 +6,8 @@ answer (None when the data has none) and a stable id. Readers per format:
 
 - ``"healthbench"``: ``prompt`` messages, physician ``rubrics``, reference = the ideal completion
   when the record has one, id = ``prompt_id`` (or ``_key`` for RuscaRL-only records);
-- ``"rar"``: the ``question`` as one user turn, the weighted rubric, ``reference_answer`` (an
+- ``"rar"``: the ``question`` (a string = one user turn, or chat messages: ``rar-rubrics`` writes
+  multi-turn HealthBench prompts so), the weighted rubric, ``reference_answer`` (an
   empty one becomes None: 9.5% of RaR-Science records have none), id = ``<file>:<line>``;
 - ``"kqa"``: ``Question``, Must_have / Nice_to_have statements, ``Free_form_answer``.
 
@@ -104,12 +105,16 @@ def example_from_healthbench_record(record: Mapping[str, Any], source: str, **_:
 def example_from_rar_record(
     record: Mapping[str, Any], source: str, *, pitfall_polarity: str | None = None, **_: Any
 ) -> Example:
-    """A RaR record -> Example (the question as one user turn)."""
+    """A RaR record -> Example (the question as one user turn, or its chat messages).
+
+    The id is the record's ``id`` (``rar-rubrics`` keeps HealthBench's ``prompt_id`` there), else
+    ``source``.
+    """
     return Example(
         parse_conversation(record.get("question"), source, "question"),
         rubric_from_rar_record(record, pitfall_polarity=pitfall_polarity, source=source),
         optional_text(record.get("reference_answer"), source, "reference_answer"),
-        source,
+        str(record.get("id") or source),
     )
 
 

@@ -9,30 +9,63 @@ validated by :func:`validate_rubric` (:func:`rar_jax.judges.parsing.parse_rubric
 ``retry_temperature`` and seed ``seed + a - 1``, so a retry can differ from the reply before (and
 is a new request for the HTTP cache). :func:`rubric_record` and :func:`failure_record` give the
 output records of ``rar-rubrics``.
+
+Input records (:func:`question_from_record` picks the kind, or is told it):
+
+- ``"questions"``: ``question`` or ``prompt`` (a string, or a list of chat messages), optionally
+  ``reference`` or ``reference_answer``; every other field is carried to the output (RaR records,
+  e.g. ``rar-rubrics``' own output, are of this kind).
+- ``"healthbench"``: a HealthBench record (``prompt`` = chat messages, ``prompt_id``,
+  ``example_tags``, physician ``rubrics``, ``ideal_completions_data``; recognised by any of
+  :data:`HEALTHBENCH_KEYS` and no ``question``). The reference is the ideal completion when
+  there is one; the output keeps ``id`` (``prompt_id``, else ``_key``, else ``<file>:<line>``,
+  the ids of ``read_examples(..., "healthbench")``), ``example_tags``, ``canary`` and
+  ``physician_rubric_count``, but not the physician rubric nor the ideal completion data.
+
+The generator sees :func:`question_text` of the conversation (a single user turn is its text, a
+longer conversation the judges' tagged transcript,
+:func:`rar_jax.judges.prompts.render_conversation`). The output's ``question`` is
+:func:`question_field` of it (the text for a single user turn, else the message list), which
+``read_examples(..., "rar")`` turns back into the same conversation, so the trainer sees the same
+prompt as with the physician rubrics.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rar_jax.data.examples import ChatMessage, optional_text, parse_conversation
 from rar_jax.judges import parsing, prompts
 from rar_jax.judges.jax_backend import TextGenerationBackend
 from rar_jax.rubrics.readers import rubric_from_rar_record
 from rar_jax.rubrics.schema import Category, Polarity, RubricError, split_category_prefix
 
 __all__ = [
+    "HEALTHBENCH_KEYS",
+    "INPUT_FORMATS",
     "Question",
     "TextGenerationBackend",
     "failure_record",
     "generate_rubrics",
+    "input_format_of",
+    "question_field",
+    "question_from_healthbench_record",
+    "question_from_questions_record",
+    "question_from_record",
+    "question_text",
     "rubric_record",
     "validate_rubric",
 ]
 
 OUTPUT_PREVIEW_CHARS = 4000
+# Input record kinds; "auto" picks one per record (:func:`input_format_of`).
+INPUT_FORMATS = ("auto", "questions", "healthbench")
+# Fields only HealthBench records have: any of them (and no "question") makes an "auto" record
+# a HealthBench one.
+HEALTHBENCH_KEYS = ("prompt_id", "rubrics", "ideal_completions_data", "example_tags")
 
 
 @dataclasses.dataclass
@@ -41,9 +74,11 @@ class Question:
 
     Attributes:
         source: ``"<file>:<line>"``.
-        record: the input JSON object.
-        question: the question text.
+        record: the input fields carried to the output record.
+        question: the question text shown to the generator.
         reference: the reference answer shown to the generator, or None.
+        prompt: the output's ``question`` field (:func:`question_field` of a conversation), or
+            None for ``question`` itself.
         reasons: why each attempt so far failed, in order.
         items: the valid rubric items once an attempt succeeded.
         last_output: the latest reply.
@@ -53,9 +88,156 @@ class Question:
     record: dict[str, Any]
     question: str
     reference: str | None
+    prompt: str | list[dict[str, str]] | None = None
     reasons: list[str] = dataclasses.field(default_factory=list)
     items: list[dict[str, Any]] | None = None
     last_output: str = ""
+
+
+def question_text(conversation: Sequence[ChatMessage]) -> str:
+    """What the generator is asked about: a single user turn as its text, a longer conversation
+    as the judges' tagged transcript (:func:`rar_jax.judges.prompts.render_conversation`)."""
+    if len(conversation) == 1 and conversation[0]["role"] == "user":
+        return conversation[0]["content"]
+    return prompts.render_conversation(conversation)
+
+
+def question_field(conversation: Sequence[ChatMessage]) -> str | list[dict[str, str]]:
+    """The RaR ``question`` field of a conversation: a single user turn as its text, else the
+    messages ``[{role, content}, ...]``; ``read_examples(..., "rar")`` reads either back into
+    ``conversation``."""
+    if len(conversation) == 1 and conversation[0]["role"] == "user":
+        return conversation[0]["content"]
+    return [{"role": m["role"], "content": m["content"]} for m in conversation]
+
+
+def input_format_of(record: Mapping[str, Any]) -> str:
+    """``"healthbench"`` when the record has no ``question`` but any of :data:`HEALTHBENCH_KEYS`,
+    else ``"questions"`` (so ``rar-rubrics``' own output, which keeps ``example_tags``, reads back
+    as questions)."""
+    if "question" in record:
+        return "questions"
+    return "healthbench" if any(key in record for key in HEALTHBENCH_KEYS) else "questions"
+
+
+def _text_field(record: Mapping[str, Any], names: Sequence[str]) -> tuple[str, Any]:
+    """The first of ``names`` the record has and its value, or ``("", None)``."""
+    for name in names:
+        if name in record:
+            return name, record[name]
+    return "", None
+
+
+def question_from_questions_record(
+    record: Mapping[str, Any], source: str, *, use_reference: bool
+) -> Question:
+    """A ``questions`` record -> Question; RubricError naming ``source`` and the field if bad.
+
+    ``question`` / ``prompt``: a non-empty string or chat messages ending with a user turn.
+    ``reference`` / ``reference_answer``: a string, optional. The other fields are carried over.
+    """
+    field, value = _text_field(record, ("question", "prompt"))
+    if not field:
+        raise RubricError(f"{source}: question: expected a 'question' or 'prompt' field")
+    if isinstance(value, list):
+        conversation = parse_conversation(value, source, field)
+        text, prompt = question_text(conversation), question_field(conversation)
+    elif isinstance(value, str) and value.strip():
+        text, prompt = value, None
+    else:
+        raise RubricError(
+            f"{source}: {field}: expected a non-empty string or a list of chat messages, got "
+            f"{type(value).__name__} {value!r:.60}"
+        )
+    field, reference = _text_field(record, ("reference", "reference_answer"))
+    if reference is not None and not isinstance(reference, str):
+        raise RubricError(f"{source}: {field}: expected a string, got {type(reference).__name__}")
+    if not use_reference or reference is None or not reference.strip():
+        reference = None
+    return Question(source, dict(record), text, reference, prompt=prompt)
+
+
+def question_from_healthbench_record(
+    record: Mapping[str, Any], source: str, *, use_reference: bool, example_id: str | None = None
+) -> Question:
+    """A HealthBench record -> Question; RubricError naming ``source`` and the field if bad.
+
+    Args:
+        record: ``prompt`` (chat messages ending with a user turn), optionally ``prompt_id``,
+            ``example_tags`` (strings), ``rubrics`` (a list; only counted), ``canary`` and
+            ``ideal_completions_data`` (null or an object whose ``ideal_completion`` is the
+            reference).
+        source: ``"<file>:<line>"`` for errors and the fallback id.
+        use_reference: show the ideal completion to the generator when there is one.
+        example_id: the id to keep (a built data set's ``example_id``); default the reader's
+            rule: ``prompt_id``, else ``_key``, else ``source``.
+    """
+    conversation = parse_conversation(record.get("prompt"), source, "prompt")
+    ideal = record.get("ideal_completions_data")
+    if ideal is not None and not isinstance(ideal, Mapping):
+        raise RubricError(
+            f"{source}: ideal_completions_data: expected an object or null, got "
+            f"{type(ideal).__name__}"
+        )
+    reference = optional_text(
+        (ideal or {}).get("ideal_completion"), source, "ideal_completions_data.ideal_completion"
+    )
+    tags = record.get("example_tags")
+    if tags is None:
+        tags = []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise RubricError(f"{source}: example_tags: expected a list of strings, got {tags!r:.80}")
+    rubrics = record.get("rubrics")
+    if rubrics is not None and not isinstance(rubrics, list):
+        raise RubricError(f"{source}: rubrics: expected a list, got {type(rubrics).__name__}")
+    if example_id is None:
+        example_id = str(record.get("prompt_id") or record.get("_key") or source)
+    kept: dict[str, Any] = {"id": example_id, "example_tags": tags}
+    if record.get("canary"):
+        kept["canary"] = record["canary"]
+    if rubrics is not None:
+        kept["physician_rubric_count"] = len(rubrics)
+    return Question(
+        source,
+        kept,
+        question_text(conversation),
+        reference if use_reference else None,
+        prompt=question_field(conversation),
+    )
+
+
+def question_from_record(
+    record: Mapping[str, Any],
+    source: str,
+    *,
+    use_reference: bool,
+    input_format: str = "auto",
+    example_id: str | None = None,
+) -> Question:
+    """One input record -> Question, by ``input_format`` (one of :data:`INPUT_FORMATS`).
+
+    Args:
+        record: the JSON object.
+        source: ``"<file>:<line>"``, named by every error.
+        use_reference: show the record's reference answer to the generator when it has one.
+        input_format: ``"questions"``, ``"healthbench"`` or ``"auto"`` (:func:`input_format_of`).
+        example_id: HealthBench only: the id to keep instead of the record's own.
+
+    Raises:
+        RubricError: naming ``source`` and the field when the record is malformed.
+    """
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(
+            f"input_format: expected one of {', '.join(INPUT_FORMATS)}, got {input_format!r}"
+        )
+    if not isinstance(record, Mapping):
+        raise RubricError(f"{source}: expected a JSON object, got {type(record).__name__}")
+    kind = input_format_of(record) if input_format == "auto" else input_format
+    if kind == "healthbench":
+        return question_from_healthbench_record(
+            record, source, use_reference=use_reference, example_id=example_id
+        )
+    return question_from_questions_record(record, source, use_reference=use_reference)
 
 
 def validate_rubric(
@@ -158,7 +340,7 @@ def rubric_record(question: Question) -> dict[str, Any]:
     assert question.items is not None
     record = {k: v for k, v in question.record.items() if k not in ("prompt", "reference")}
     record.update(
-        question=question.question,
+        question=question.question if question.prompt is None else question.prompt,
         reference_answer=question.reference or "",
         rubric=question.items,
         rubric_list=[item["description"] for item in question.items],

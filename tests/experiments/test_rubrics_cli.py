@@ -5,6 +5,12 @@ replies are scripted per question: invalid then valid (retried and written), alw
 the failures file with the reason of each attempt), valid at once. The JAX path is checked
 in-process with the tiny fixture checkpoint: greedy replies equal plain greedy decoding by full
 forwards, and another seed at a temperature > 0 gives another reply, so a retry can differ.
+
+HealthBench input (the Tables 1-3 training files): real records of the shared oss_eval subset
+(one 7-turn conversation among them), from JSONL and from a built ``tfds:healthbench:train``,
+come out as RaR records whose conversation, read back by ``read_examples(..., "rar")``, equals
+the HealthBench one and whose rubric is the fake generator's reply; malformed HealthBench records
+are named by file, line and field.
 """
 
 from __future__ import annotations
@@ -247,3 +253,236 @@ def test_jax_judge_generate_texts_greedy_and_seeded_sampling(tmp_path):
     assert first.texts == again.texts
     assert first.texts != other.texts
     assert first.texts != greedy.texts
+
+
+# HealthBench records -> generated rubrics for the Table 1-3 training files.
+
+HEALTHBENCH_FILE = "healthbench/oss_eval_first100.jsonl"
+HEALTHBENCH_LIMIT = 4  # Lines 1-3: one user turn (2 with an ideal completion); line 4: 7 turns.
+
+
+def healthbench_records(shared_data: pathlib.Path) -> list[dict]:
+    """The first HEALTHBENCH_LIMIT records of the shared oss_eval subset, read with json."""
+    lines = (shared_data / HEALTHBENCH_FILE).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines[:HEALTHBENCH_LIMIT]]
+
+
+def replies_by_last_turn(records: list[dict]):
+    """A fake generator: the rubric of record k (topic ``record k``) for the prompt that contains
+    record k's last user turn; a non-rubric reply when none or several match."""
+
+    def reply(text: str) -> str:
+        matches = [k for k, r in enumerate(records) if r["prompt"][-1]["content"].strip() in text]
+        if len(matches) != 1:
+            return f"ambiguous prompt: {matches}"
+        return json.dumps(rubric_items(f"record {matches[0]}"))
+
+    return reply
+
+
+def expected_transcript(messages: list[dict]) -> str:
+    """The judges' tagged transcript, written out independently of render_conversation."""
+    return "\n".join(f"<{m['role']}>\n{m['content'].strip()}\n</{m['role']}>" for m in messages)
+
+
+def test_healthbench_records_become_rar_training_data(server, shared_data, tmp_path):
+    records = healthbench_records(shared_data)
+    assert [len(r["prompt"]) for r in records] == [1, 1, 1, 7]
+    assert [r["ideal_completions_data"] is not None for r in records] == [False, True, False, True]
+    server.replies = replies_by_last_turn(records)
+    source = shared_data / HEALTHBENCH_FILE
+    output = tmp_path / "healthbench_train.fake.ref.jsonl"
+    process = run_experiment(
+        "rubrics.py",
+        f"--input={source}",
+        f"--output={output}",
+        f"--limit={HEALTHBENCH_LIMIT}",
+        "--config.judge.backend=http",
+        f"--config.judge.http.base_url={server.base_url}",
+        "--config.judge.http.max_attempts=1",
+        "--config.judge.http.progress_min_requests=0",
+        "--max_attempts=1",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr
+    assert "rubrics for 4 questions: 4 valid (4 on the first attempt" in process.stdout
+
+    # What the trainer reads: the HealthBench conversation, the fake reply's items, the ideal
+    # completion as reference where there is one.
+    examples = read_examples(output, "rar")
+    for k, (example, record) in enumerate(zip(examples, records, strict=True)):
+        assert example.conversation == tuple(
+            {"role": m["role"], "content": m["content"]} for m in record["prompt"]
+        )
+        reply = rubric_items(f"record {k}")
+        criteria = example.rubric.criteria
+        assert [c.title for c in criteria] == [item["title"] for item in reply]
+        assert [c.weight for c in criteria] == [float(item["weight"]) for item in reply]
+        assert [f"{c.category.value.capitalize()} Criteria: {c.description}" for c in criteria] == [
+            item["description"] for item in reply
+        ]
+        ideal = record["ideal_completions_data"]
+        assert example.reference == (ideal["ideal_completion"] if ideal else None)
+    # The same conversations as the physician-rubric reader gives the trainer.
+    physician = read_examples(source, "healthbench", limit=HEALTHBENCH_LIMIT)
+    assert [e.conversation for e in examples] == [e.conversation for e in physician]
+
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    for record, out in zip(records, written, strict=True):
+        assert out["id"] == record["prompt_id"]
+        assert out["example_tags"] == record["example_tags"]
+        assert out["physician_rubric_count"] == len(record["rubrics"])
+        assert out["canary"] == record["canary"]
+        assert "rubrics" not in out and "ideal_completions_data" not in out
+        assert "prompt" not in out
+        assert out["rubric_with_reference"] is (record["ideal_completions_data"] is not None)
+    # A single user turn is stored as its text, a longer conversation as its messages.
+    assert written[0]["question"] == records[0]["prompt"][0]["content"]
+    assert written[3]["question"] == records[3]["prompt"]
+
+    # The generator saw the text of a single turn and the tagged transcript of the 7 turns.
+    sent = {}
+    for request in server.requests:
+        messages = request.body["messages"]
+        matches = [k for k, r in enumerate(records)
+                   if r["prompt"][-1]["content"].strip() in messages[-1]["content"]]
+        sent[matches[0]] = messages
+    assert sorted(sent) == [0, 1, 2, 3]
+    assert sent[1] == prompts.rubric_generation_prompt(
+        records[1]["prompt"][0]["content"],
+        records[1]["ideal_completions_data"]["ideal_completion"],
+        domain="medical",
+    ).messages
+    transcript = expected_transcript(records[3]["prompt"])
+    assert transcript.count("<assistant>") == 3 and transcript.count("<user>") == 4
+    assert sent[3] == prompts.rubric_generation_prompt(
+        transcript, records[3]["ideal_completions_data"]["ideal_completion"], domain="medical"
+    ).messages
+    assert "<reference_answer>" not in sent[0][-1]["content"]
+
+
+def test_healthbench_without_reference_from_a_built_tfds_split(server, shared_data, tmp_path):
+    from rar_jax.data import sources
+    from rar_jax.data.builders import build
+
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "oss_eval_first100.jsonl").symlink_to(shared_data / HEALTHBENCH_FILE)
+    data_dir = tmp_path / "tfds"
+    build("healthbench", manual_dir=manual, data_dir=data_dir)
+    train = sources.read_tfds_examples("healthbench", "train", data_dir=data_dir, limit=3)
+    by_id = {
+        r["prompt_id"]: r
+        for r in (json.loads(line) for line in (shared_data / HEALTHBENCH_FILE).open())
+    }
+    records = [by_id[e.example_id] for e in train]
+    server.replies = replies_by_last_turn(records)
+    output = tmp_path / "healthbench_train.fake.noref.jsonl"
+    process = run_experiment(
+        "rubrics.py",
+        "--input=tfds:healthbench:train",
+        f"--config.data.tfds_data_dir={data_dir}",
+        f"--output={output}",
+        "--limit=3",
+        "--nouse_reference",
+        "--input_format=healthbench",
+        "--config.judge.backend=http",
+        f"--config.judge.http.base_url={server.base_url}",
+        "--config.judge.http.max_attempts=1",
+        "--max_attempts=1",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr
+    examples = read_examples(output, "rar")
+    assert [e.conversation for e in examples] == [e.conversation for e in train]
+    assert [e.reference for e in examples] == [None] * 3
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [w["id"] for w in written] == [e.example_id for e in train]
+    assert [w["rubric_with_reference"] for w in written] == [False] * 3
+    assert [w["reference_answer"] for w in written] == [""] * 3
+    for k, example in enumerate(examples):
+        assert [c.title for c in example.rubric.criteria] == [
+            item["title"] for item in rubric_items(f"record {k}")
+        ]
+    assert len(server.requests) == 3
+    for request in server.requests:
+        assert "<reference_answer>" not in request.body["messages"][-1]["content"]
+
+
+def test_malformed_healthbench_records_name_file_line_and_field(shared_data, tmp_path):
+    good = healthbench_records(shared_data)[3]
+    ends_with_assistant = {**good, "prompt": good["prompt"][:-1]}
+    bad_tags = {**good, "example_tags": "theme:hedging"}
+    bad_ideal = {**good, "ideal_completions_data": "an answer"}
+    bad_rubrics = {**good, "rubrics": {"criterion": "x"}}
+    no_prompt = {k: v for k, v in good.items() if k != "prompt"}
+    process, output, _ = run_rubrics(
+        tmp_path,
+        [good, ends_with_assistant, bad_tags, bad_ideal, bad_rubrics, no_prompt],
+        "--max_attempts=1",
+    )
+    assert process.returncode != 0
+    path = tmp_path / "questions.jsonl"
+    for line, message in [
+        (2, "prompt: the last message must be a user turn"),
+        (3, "example_tags: expected a list of strings"),
+        (4, "ideal_completions_data: expected an object or null, got str"),
+        (5, "rubrics: expected a list, got dict"),
+        (6, "prompt: expected a non-empty list of chat messages"),
+    ]:
+        assert f"{path}:{line}: {message}" in process.stderr
+    assert f"{path}:1:" not in process.stderr
+    assert not output.exists()
+
+
+def test_record_kinds_and_question_forms():
+    from rar_jax.rubrics.generation import (
+        input_format_of,
+        question_from_record,
+        rubric_record,
+    )
+
+    assert input_format_of({"prompt": "Why?"}) == "questions"
+    # rar-rubrics' own output keeps example_tags but has a question: read back as questions.
+    assert input_format_of({"question": "Why?", "example_tags": ["theme:x"]}) == "questions"
+    assert input_format_of({"prompt": [{"role": "user", "content": "Why?"}], "prompt_id": "a"}) == (
+        "healthbench"
+    )
+    turns = [
+        {"role": "user", "content": "I have a cough."},
+        {"role": "assistant", "content": " Since when? "},
+        {"role": "user", "content": "Two weeks."},
+    ]
+    # A questions record may hold a conversation too (e.g. rar-rubrics' own output).
+    question = question_from_record(
+        {"id": "r1", "question": turns, "reference_answer": "See a doctor."},
+        "x.jsonl:1",
+        use_reference=True,
+    )
+    assert question.question == (
+        "<user>\nI have a cough.\n</user>\n<assistant>\nSince when?\n</assistant>\n"
+        "<user>\nTwo weeks.\n</user>"
+    )
+    assert question.reference == "See a doctor."
+    question.items = rubric_items("cough")
+    record = rubric_record(question)
+    assert record["question"] == turns and record["id"] == "r1"
+    # A system turn before a single user turn keeps the message list.
+    system = [{"role": "system", "content": "Be kind."}, turns[0]]
+    hb = question_from_record(
+        {"prompt": system, "rubrics": [], "ideal_completions_data": None}, "h.jsonl:7",
+        use_reference=True,
+    )
+    assert hb.prompt == system and hb.reference is None
+    assert hb.record == {"id": "h.jsonl:7", "example_tags": [], "physician_rubric_count": 0}
+    # --input_format=questions reads a HealthBench-looking record as a question.
+    forced = question_from_record(
+        {"prompt": "Why?", "example_tags": ["x"]}, "q.jsonl:1", use_reference=True,
+        input_format="questions",
+    )
+    assert forced.question == "Why?" and forced.record == {"prompt": "Why?", "example_tags": ["x"]}
+    with pytest.raises(ValueError, match="input_format: expected one of auto, questions"):
+        question_from_record({"prompt": "Why?"}, "q.jsonl:1", use_reference=True,
+                             input_format="csv")
