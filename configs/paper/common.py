@@ -101,9 +101,9 @@ def rubric_file(generator: str, with_reference: bool) -> str:
         # Table 1 (synthetic), Table 2 (all rows), Table 3 (o3-mini with reference):
         rar-rubrics --config=configs/base.py --config.judge.backend=http \\
             --config.judge.http.base_url=https://api.openai.com/v1 \\
-            --config.judge.http.model=o3-mini --config.judge.http.timeout_s=300 \\
-            --config.judge.http.cache_dir=cache/rubrics \\
-            --input=tfds:healthbench:train --domain=medical --use_reference \\
+            --config.judge.http.model=o3-mini --config.judge.http.reasoning_model=true \\
+            --config.judge.http.timeout_s=300 --config.judge.http.cache_dir=cache/rubrics \\
+            --input=tfds:healthbench:train --domain=medical --use_reference --max_tokens=16384 \\
             --output=$RAR_RUBRICS_DIR/healthbench_train.o3_mini.ref.jsonl
         # Table 1 (synthetic, no reference) and Table 3 (no reference), generator <g>:
         rar-rubrics --config=configs/base.py --config.judge.backend=http \\
@@ -114,8 +114,10 @@ def rubric_file(generator: str, with_reference: bool) -> str:
             --output=$RAR_RUBRICS_DIR/healthbench_train.<g>.noref.jsonl
 
     with ``<g>`` each of ``o3_mini``, ``gpt4o``, ``gpt4o_mini`` (``https://api.openai.com/v1``,
-    key in ``$OPENAI_API_KEY``), ``qwen72b``, ``qwen32b``, ``qwen7b`` (an OpenAI-compatible server
-    of ``Qwen/Qwen2.5-<size>-Instruct``, e.g. vLLM, or ``rar-serve-judge``). ``$TFDS_DATA_DIR``
+    key in ``$OPENAI_API_KEY``; for ``o3_mini`` add ``--config.judge.http.reasoning_model=true
+    --max_tokens=16384`` as above: the limit also covers its hidden reasoning), ``qwen72b``,
+    ``qwen32b``, ``qwen7b`` (an OpenAI-compatible server of ``Qwen/Qwen2.5-<size>-Instruct``, e.g.
+    vLLM, or ``rar-serve-judge``). ``$TFDS_DATA_DIR``
     (or ``--config.data.tfds_data_dir``) must be where the data set was built. Prompts still
     without a valid rubric after ``--max_attempts`` go to ``<file>.failures.jsonl``, not into
     training. A JSONL of HealthBench records works as ``--input`` too.

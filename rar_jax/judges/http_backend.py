@@ -89,6 +89,10 @@ class HttpJudgeConfig:
         cache_dir: folder of the on-disk reply cache; None or "" disables caching.
         progress_min_requests: ``complete_many`` shows a tqdm progress bar for batches of at
             least this many requests; 0 never shows one.
+        reasoning_model: the server is an OpenAI o-series reasoning model (o1, o3-mini, ...),
+            which rejects ``max_tokens``, ``temperature`` and ``top_p``: requests then send the
+            token limit as ``max_completion_tokens`` (it also bounds the hidden reasoning tokens,
+            so give it room) and no temperature / top_p (the model samples as it does).
     """
 
     base_url: str
@@ -103,6 +107,7 @@ class HttpJudgeConfig:
     backoff_max_s: float = 60.0
     cache_dir: str | None = None
     progress_min_requests: int = 32
+    reasoning_model: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -136,6 +141,8 @@ class HttpJudgeConfig:
                 "progress_min_requests: expected an integer >= 0, got "
                 f"{self.progress_min_requests!r}"
             )
+        if not isinstance(self.reasoning_model, bool):
+            problems.append(f"reasoning_model: expected a bool, got {self.reasoning_model!r}")
         if problems:
             raise ValueError("HttpJudgeConfig: " + "; ".join(problems))
 
@@ -579,14 +586,15 @@ class HttpJudgeClient:
         cached = self._read_cache(key)
         if cached is not None:
             return cached
-        payload: dict[str, Any] = {
-            "model": self.config.model,
-            "messages": messages,
-            "max_tokens": sampling["max_tokens"],
-            "temperature": sampling["temperature"],
-            "top_p": sampling["top_p"],
-            "n": 1,
-        }
+        payload: dict[str, Any] = {"model": self.config.model, "messages": messages, "n": 1}
+        if self.config.reasoning_model:
+            payload["max_completion_tokens"] = sampling["max_tokens"]
+        else:
+            payload.update(
+                max_tokens=sampling["max_tokens"],
+                temperature=sampling["temperature"],
+                top_p=sampling["top_p"],
+            )
         if sampling["seed"] is not None:
             payload["seed"] = sampling["seed"]
         if sampling["logprobs"]:

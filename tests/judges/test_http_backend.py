@@ -109,6 +109,16 @@ def test_success_sends_chat_completion_request(server, clock):
     assert "Authorization" not in request.headers  # No key variable set: no header.
 
 
+def test_reasoning_model_requests_use_max_completion_tokens_and_no_sampling_knobs(server, clock):
+    # o-series models answer 400 to max_tokens, temperature and top_p.
+    client = make_client(server, clock, reasoning_model=True)
+    [result] = client.complete_many([user("q1")], max_tokens=7, temperature=0.5, top_p=0.9, seed=3)
+    assert result.text == "echo: q1"
+    assert server.requests[0].body == {
+        "model": "judge-model", "messages": user("q1"), "max_completion_tokens": 7, "seed": 3, "n": 1,
+    }
+
+
 @pytest.mark.parametrize("fault", ["500", "503", "429", "malformed", "drop", "slow"])
 def test_each_fault_is_retried_then_succeeds(server, clock, fault):
     server.slow_s = 1.0
