@@ -40,6 +40,7 @@ def get_config() -> config_dict.ConfigDict:
     config.model.dtype = "float32"  # Compute dtype: float32, bfloat16 or float16.
     config.model.param_dtype = "float32"  # Dtype the parameters are stored in.
     config.model.remat_policy = "none"  # Backward-pass rematerialisation of each scanned layer.
+    config.model.attention_chunk = 1024  # Queries per attention block (bounds score memory); 0 = all at once.
 
     # --- Device mesh (rar_jax.parallel) ----------------------------------------------------------
     config.mesh = config_dict.ConfigDict()
@@ -155,6 +156,7 @@ def get_config() -> config_dict.ConfigDict:
     config.judge.http.backoff_max_s = 60.0  # Cap of the exponential backoff.
     config.judge.http.cache_dir = ""  # On-disk reply cache folder; "" disables it.
     config.judge.http.progress_min_requests = 32  # Show a progress bar for batches of at least this many requests.
+    config.judge.http.reasoning_model = False  # OpenAI o-series server: send max_completion_tokens, no temperature / top_p.
 
     # --- HealthBench scoring (rar_jax.eval) ------------------------------------------------------
     config.healthbench = config_dict.ConfigDict()

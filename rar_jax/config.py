@@ -178,6 +178,7 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
     need(0 <= optim.beta2 < 1, "optim.beta2", "must be in [0, 1)")
 
     need(config.checkpoint.max_to_keep >= 1, "checkpoint.max_to_keep", "must be >= 1")
+    need(config.model.attention_chunk >= 0, "model.attention_chunk", "must be >= 0 (0 = off)")
     for name, weight in config.reward.category_weights.items():
         need(weight > 0, f"reward.category_weights.{name}", "must be > 0")
     need(

@@ -83,6 +83,10 @@ class ModelConfig:
         dtype: compute dtype of activations and matmuls; softmax, norms and logits are float32.
         remat_policy: rematerialisation of each scanned layer in the backward pass: "none",
             "full" (save nothing), "dots_saveable", "dots_with_no_batch_dims_saveable".
+        attention_chunk: queries attend in blocks of this many, so attention scores take
+            [batch, heads, attention_chunk, keys] of memory at a time rather than [batch, heads,
+            time, keys] (for a 4k-token judge prompt, SmolLM2's 9 heads otherwise need 0.6 GB of
+            scores per row); 0 = all queries at once. Does not change results.
     """
 
     architecture: str
@@ -103,6 +107,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     dtype: str = "float32"
     remat_policy: str = "none"
+    attention_chunk: int = 1024
 
     def __post_init__(self) -> None:
         if self.architecture not in SUPPORTED_ARCHITECTURES:
@@ -129,6 +134,11 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig.{name} must be one of {SUPPORTED_DTYPES}, got {getattr(self, name)!r}"
                 )
+        if not isinstance(self.attention_chunk, (int, np.integer)) or self.attention_chunk < 0:
+            raise ValueError(
+                f"ModelConfig.attention_chunk must be an integer >= 0 (0 = off), got "
+                f"{self.attention_chunk!r}"
+            )
         if self.remat_policy not in REMAT_POLICIES:
             raise ValueError(
                 f"ModelConfig.remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}"

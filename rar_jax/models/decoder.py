@@ -302,17 +302,18 @@ def _scan_layers(
         layer_arrays: stacked parameters, each [layers, ...].
         cos, sin: float32[b, t, e // 2].
         allowed: bool[b, t, s].
-        config: model config (eps, remat policy).
+        config: model config (eps, attention chunk, remat policy).
         cache: optional (keys, values [layers, b, s, k, e], write_start int32[b]).
 
     Returns:
         (x [b, t, d], (keys, values) stacked [layers, b, s, k, e] or None without a cache).
     """
     eps = config.rms_norm_eps
+    chunk = config.attention_chunk
 
     if cache is None:
         def body(carry: jax.Array, layer: dict[str, jax.Array]):
-            out, _ = L.decoder_layer(carry, layer, cos, sin, allowed, eps)
+            out, _ = L.decoder_layer(carry, layer, cos, sin, allowed, eps, query_chunk=chunk)
             return out, None
 
         xs: Any = layer_arrays
@@ -322,7 +323,7 @@ def _scan_layers(
         def body(carry: jax.Array, scanned: tuple[dict[str, jax.Array], jax.Array, jax.Array]):
             layer, layer_keys, layer_values = scanned
             out, kv = L.decoder_layer(
-                carry, layer, cos, sin, allowed, eps, (layer_keys, layer_values, start)
+                carry, layer, cos, sin, allowed, eps, (layer_keys, layer_values, start), chunk
             )
             return out, (kv[0].astype(layer_keys.dtype), kv[1].astype(layer_values.dtype))
 

@@ -69,7 +69,7 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 def grouped_query_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array
+    q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, *, query_chunk: int = 0
 ) -> jax.Array:
     """Scaled dot-product attention with grouped key/value heads and an explicit mask.
 
@@ -78,11 +78,31 @@ def grouped_query_attention(
         k: [b, s, k, e] keys (RoPE applied).
         v: [b, s, k, e] values.
         allowed: bool[b, t, s]; True where query i may attend to key j.
+        query_chunk: static; when 0 < query_chunk < t, the queries attend in blocks of this many
+            (`jax.lax.map` over blocks, t padded up to a multiple), so the float32 scores and
+            probabilities take [b, h, query_chunk, s] at a time instead of [b, h, t, s]. Same
+            values either way (each query row's softmax is independent of the others).
 
     Returns:
         [b, t, h, e] in q.dtype. Scores and softmax are float32. A query with no allowed key gets a
         uniform average (finite, never NaN); callers mask such rows out.
     """
+    b, t, h, e = q.shape
+    if not 0 < query_chunk < t:
+        return _attend(q, k, v, allowed)
+    blocks = -(-t // query_chunk)
+    padded = blocks * query_chunk
+    if padded != t:
+        q = jnp.pad(q, ((0, 0), (0, padded - t), (0, 0), (0, 0)))
+        allowed = jnp.pad(allowed, ((0, 0), (0, padded - t), (0, 0)))
+    q_blocks = q.reshape(b, blocks, query_chunk, h, e).swapaxes(0, 1)
+    allowed_blocks = allowed.reshape(b, blocks, query_chunk, -1).swapaxes(0, 1)
+    out = jax.lax.map(lambda block: _attend(block[0], k, v, block[1]), (q_blocks, allowed_blocks))
+    return out.swapaxes(0, 1).reshape(b, padded, h, e)[:, :t]
+
+
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
+    """`grouped_query_attention` of all t queries at once (same arguments, no chunking)."""
     b, t, h, e = q.shape
     num_kv = k.shape[2]
     groups = h // num_kv
@@ -156,6 +176,7 @@ def decoder_layer(
     allowed: jax.Array,
     eps: float,
     cached_kv: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+    query_chunk: int = 0,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """One pre-norm decoder layer: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``.
 
@@ -169,6 +190,7 @@ def decoder_layer(
         cached_kv: optional (keys [b, s, k, e], values [b, s, k, e], write_start int32[b]); the t new
             keys/values of each row are written at slots write_start[row] .. + t, and attention runs
             over the whole updated cache.
+        query_chunk: static query block size of the attention (see `grouped_query_attention`).
 
     Returns:
         (x [b, t, d], (keys, values)): the new residual stream and the keys/values attended to
@@ -181,7 +203,7 @@ def decoder_layer(
         cache_k, cache_v, write_start = cached_kv
         k = write_rows(cache_k, k.astype(cache_k.dtype), write_start).astype(x.dtype)
         v = write_rows(cache_v, v.astype(cache_v.dtype), write_start).astype(x.dtype)
-    attn = grouped_query_attention(q, k, v, allowed)
+    attn = grouped_query_attention(q, k, v, allowed, query_chunk=query_chunk)
     x = x + jnp.einsum("bthe,hed->btd", attn, layer["o_proj"].astype(x.dtype))
     normed = rms_norm(x, layer["mlp_norm"], eps)
     x = x + swiglu_mlp(normed, layer["gate_proj"], layer["up_proj"], layer["down_proj"])

@@ -465,7 +465,7 @@ def load_model_and_tokenizer(
     )
 
 
-MODEL_CONFIG_KEYS = ("source", "dtype", "param_dtype", "remat_policy")
+MODEL_CONFIG_KEYS = ("source", "dtype", "param_dtype", "remat_policy", "attention_chunk")
 
 
 def load_from_config(
@@ -478,7 +478,8 @@ def load_from_config(
 
     Args:
         model_config: a mapping (or ConfigDict) with keys ``source`` ("smollm2", a .gguf file or an
-            HF directory), ``dtype`` (compute), ``param_dtype`` and ``remat_policy``.
+            HF directory), ``dtype`` (compute), ``param_dtype``, ``remat_policy`` and
+            ``attention_chunk`` (see `ModelConfig`).
         mesh: optional mesh for direct sharded placement.
         rules: optional logical -> mesh axis rules.
 
@@ -495,6 +496,7 @@ def load_from_config(
         dtype=model_config["dtype"],
         param_dtype=model_config["param_dtype"],
         remat_policy=model_config["remat_policy"],
+        attention_chunk=model_config["attention_chunk"],
     )
 
 

@@ -59,6 +59,22 @@ def test_logits_match_transformers(tiny):
     np.testing.assert_allclose(np.asarray(logits), reference, atol=1e-4, rtol=0)
 
 
+def test_attention_in_query_blocks_matches_transformers(fixtures_dir):
+    # Blocks of 5 queries: the fixture's sequence is not a multiple of 3, so the last block is
+    # padded; with a cache the blocks also attend over slots past the prompt.
+    directory = fixtures_dir / "qwen2_tiny"
+    model = load_hf_checkpoint(directory, attention_chunk=5)
+    assert model.config.attention_chunk == 5
+    ids = np.load(directory / "input_ids.npy").astype(np.int32)
+    reference = np.load(directory / "logits.npy")
+    batch, time = ids.shape
+    assert time % 5
+    logits = _forward(model, jnp.asarray(ids), _positions(batch, time))
+    np.testing.assert_allclose(np.asarray(logits), reference, atol=1e-4, rtol=0)
+    cached, _ = _cached(model, jnp.asarray(ids), _positions(batch, time), model.init_cache(batch, 16))
+    np.testing.assert_allclose(np.asarray(cached), reference, atol=1e-4, rtol=0)
+
+
 def test_left_padded_batch_equals_each_row_alone(tiny_for_cache):
     _, model, ids, reference = tiny_for_cache
     lengths = [ids.shape[1], 7]

@@ -59,15 +59,20 @@ def _attention_reference(q, k, v, allowed):
     return out
 
 
-def test_grouped_query_attention_matches_numpy():
+@pytest.mark.parametrize(
+    "t, query_chunk",
+    [(3, 0), (7, 2), (7, 7), (8, 4)],  # all at once; blocks with padding; one block; exact blocks
+)
+def test_grouped_query_attention_matches_numpy(t, query_chunk):
     rng = np.random.default_rng(2)
-    b, t, s, h, kv, e = 2, 3, 5, 4, 2, 8
+    b, s, h, kv, e = 2, 9, 4, 2, 8
     q = rng.normal(size=(b, t, h, e)).astype(np.float32)
     k = rng.normal(size=(b, s, kv, e)).astype(np.float32)
     v = rng.normal(size=(b, s, kv, e)).astype(np.float32)
     allowed = rng.random((b, t, s)) < 0.6
     allowed[..., 0] = True
-    out = L.grouped_query_attention(*map(jnp.asarray, (q, k, v, allowed)))
+    out = L.grouped_query_attention(*map(jnp.asarray, (q, k, v, allowed)), query_chunk=query_chunk)
+    assert out.shape == (b, t, h, e)
     np.testing.assert_allclose(out, _attention_reference(q, k, v, allowed), atol=1e-5)
 
 
