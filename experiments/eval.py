@@ -3,17 +3,23 @@
 The policy is ``model.*`` (any checkpoint; default the embedded SmolLM2), answering greedily in
 batches of ``eval.batch_size`` with at most ``eval.max_new_tokens`` tokens. The judge is
 ``judge.*``: the in-process JAX judge on ``judge.model_source``, or an OpenAI-compatible server
-with ``judge.backend=http``. It writes its replies (greedy, at most ``eval.grader_max_tokens``
-tokens) whatever ``judge.scoring`` says, because both protocols are explicit: HealthBench's
-grader answers ``{"explanation", "criteria_met"}`` per rubric item, GPQA's verifier Yes or No.
-``--config`` defaults to ``configs/base.py``.
+with ``judge.backend=http``. By default it writes its replies (greedy, at most
+``eval.grader_max_tokens`` tokens) whatever ``judge.scoring`` says, because both protocols are
+explicit: HealthBench's grader answers ``{"explanation", "criteria_met"}`` per rubric item,
+GPQA's verifier Yes or No. ``eval.grader_scoring=verdict_probs`` instead reads each HealthBench
+verdict's probability (the same grader, verdict key first; P(true) after ``{"criteria_met": ``)
+with the JAX judge (``judge.scoring=verdict_probs``): met when P(true) >=
+``eval.grader_threshold``, P(true) kept per criterion. ``--config`` defaults to
+``configs/base.py``.
 
 ``rar-eval healthbench`` (:mod:`rar_jax.eval.healthbench_eval`): prompts from
 ``eval.healthbench_path`` (JSONL or ``tfds:healthbench...``; the first ``eval.limit``), answers,
-per-criterion grading, the official simple-evals scoring (overall, per axis, per theme,
-bootstrap std over ``healthbench.bootstrap_samples`` resamples seeded by ``seed``). A failed
-grading is left out of its example's score and counted (see that module). Writes
-``healthbench_eval.json``, ``healthbench_eval.md`` and ``healthbench_answers.jsonl``.
+per-criterion grading (``eval.grader_scoring``), the official simple-evals scoring (overall, per
+axis, per theme, bootstrap std over ``healthbench.bootstrap_samples`` resamples seeded by
+``seed``). A failed grading is left out of its example's score and counted (see that module).
+Writes ``healthbench_eval.json``, ``healthbench_eval.md`` and ``healthbench_answers.jsonl``; the
+reports name the grading mode and threshold, and each criterion's record has ``criteria_met``,
+``p_true`` and ``verdict_mass`` (verdict mode) to re-threshold.
 
 ``rar-eval gpqa`` (:mod:`rar_jax.eval.gpqa_eval`): questions from ``eval.gpqa_path`` (official
 CSV, or ``tfds:gpqa_diamond...``), ``eval.gpqa_runs`` runs with choice orders seeded by ``seed``,
@@ -24,6 +30,10 @@ boxed-letter extraction, the judge's Yes/No verifier for answers without a lette
     rar-eval healthbench --config=configs/base.py \\
         --config.eval.healthbench_path=../shared/data/healthbench/oss_eval_first100.jsonl \\
         --config.eval.limit=5 --config.output_dir=runs/eval_healthbench
+    rar-eval healthbench --config=configs/base.py \\
+        --config.eval.healthbench_path=../shared/data/healthbench/oss_eval_first100.jsonl \\
+        --config.eval.limit=5 --config.eval.grader_scoring=verdict_probs \\
+        --config.eval.grader_threshold=0.5 --config.output_dir=runs/eval_healthbench_verdict
     rar-eval gpqa --config=configs/base.py --config.eval.gpqa_path=gpqa_diamond.csv \\
         --config.judge.backend=http --config.judge.http.base_url=http://judge-host:8000/v1
 """
@@ -39,6 +49,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from absl import app
 
 from rar_jax import config as rar_config
@@ -110,24 +121,45 @@ def write_jsonl(path: pathlib.Path, records: Sequence[dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------------------ HealthBench
+def grading_description(grading: dict[str, Any]) -> str:
+    """One line naming the grading mode (and threshold) that produced the verdicts."""
+    if grading["scoring"] == "verdict_probs":
+        return (f"Grading: verdict_probs (criteria_met = P(true) >= {grading['threshold']:g}, "
+                "P(true) read after the verdict-first grader prompt's `{\"criteria_met\": `).")
+    return ("Grading: generate (HealthBench's grader writes `{\"explanation\", "
+            "\"criteria_met\"}`, parsed).")
+
+
 def healthbench_markdown(report: dict[str, Any], table: str) -> str:
-    """The HealthBench report: setup, counts, the official metrics table, failure reasons."""
+    """The HealthBench report: setup, grading mode, counts, the official metrics table, failures."""
     counts = report["counts"]
+    grading = report["grading"]
     setup = ", ".join(f"{key}={value}" for key, value in report["setup"].items())
+    graded = counts["criteria"] - counts["failed_criteria"]
+    met = "n/a"
+    if graded:
+        met = f"{grading['criteria_met']} of {graded} ({grading['criteria_met'] / graded:.1%})"
     lines = [
         "# HealthBench evaluation",
         "",
         f"Setup: {setup}. Data: `{report['data']}`.",
+        "",
+        grading_description(grading),
         "",
         f"- examples: {counts['examples']} ({counts['scored_examples']} scored, "
         f"{counts['excluded_examples']} without a defined score)",
         f"- criteria graded: {counts['criteria'] - counts['failed_criteria']} of "
         f"{counts['criteria']} ({counts['failed_criteria']} failed gradings left out of their "
         "example's score)",
+        f"- graded criteria judged met: {met}",
         f"- answers cut at max_new_tokens: {counts['answers_cut']}",
-        "",
-        table,
     ]
+    if grading["mean_p_true"] is not None:
+        lines.append(f"- mean P(true) over graded criteria: {grading['mean_p_true']:.4f}")
+    if grading["mean_verdict_mass"] is not None:
+        lines.append("- mean probability of the words true + false after the prefix: "
+                     f"{grading['mean_verdict_mass']:.4g}")
+    lines += ["", table]
     if report["failure_reasons"]:
         lines += ["", "Failed gradings:"]
         lines += [f"- {count} x {why}" for why, count in report["failure_reasons"].items()]
@@ -149,6 +181,7 @@ def run_healthbench(config: Any, output_dir: pathlib.Path) -> None:
     logging.info("%d HealthBench prompts from %s", len(items), path)
     policy, judge = load_policy_and_judge(config)
     start = time.perf_counter()
+    scoring = config.eval.grader_scoring
     result = healthbench_eval.evaluate_healthbench(
         items, policy, judge,
         grader_max_tokens=config.eval.grader_max_tokens,
@@ -156,6 +189,8 @@ def run_healthbench(config: Any, output_dir: pathlib.Path) -> None:
         bootstrap_samples=config.healthbench.bootstrap_samples,
         templates_dir=config.judge.templates_dir or None,
         chunk_size=judge_chunk_size(config),
+        grader_scoring=scoring,
+        grader_threshold=float(config.eval.grader_threshold),
     )
     seconds = time.perf_counter() - start
     if result.metrics:
@@ -165,10 +200,27 @@ def run_healthbench(config: Any, output_dir: pathlib.Path) -> None:
         table = ("**No example could be scored**: every one lost its positive-points criteria to "
                  "failed gradings (see the reasons below and healthbench_answers.jsonl).")
     excluded = [reason for reason in result.excluded if reason is not None]
+    setup = describe_setup(config)
+    setup["grader_scoring"] = scoring
+    if scoring == "verdict_probs":
+        del setup["grader_max_tokens"]  # Nothing is written.
+        setup["grader_threshold"] = float(config.eval.grader_threshold)
+    p_true = np.concatenate([np.asarray(p, np.float64) for p in result.grades.p_true])
+    mass = np.concatenate([np.asarray(m, np.float64) for m in result.grades.verdict_mass])
+    graded = result.total_criteria - result.failed_criteria
+    grading = {
+        "scoring": scoring,
+        "threshold": result.grader_threshold,
+        "criteria_met": result.met_criteria(),
+        "met_fraction": result.met_criteria() / graded if graded else None,
+        "mean_p_true": float(np.nanmean(p_true)) if np.isfinite(p_true).any() else None,
+        "mean_verdict_mass": float(np.nanmean(mass)) if np.isfinite(mass).any() else None,
+    }
     report = {
         "benchmark": "healthbench",
         "data": path,
-        "setup": describe_setup(config),
+        "setup": setup,
+        "grading": grading,
         "seconds": seconds,
         "counts": {
             "examples": len(items),
@@ -195,6 +247,8 @@ def run_healthbench(config: Any, output_dir: pathlib.Path) -> None:
                     "criterion": criterion.description,
                     "points": criterion.weight,
                     "criteria_met": None if math.isnan(verdict) else bool(verdict),
+                    "p_true": result.grades.p_true[index][column],
+                    "verdict_mass": result.grades.verdict_mass[index][column],
                     "explanation": result.grades.explanations[index][column],
                     "reason": result.grades.reasons[index][column],
                 }

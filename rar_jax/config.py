@@ -50,6 +50,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("healthbench", "rar", "kqa"),
     "judge.backend": ("jax", "http"),
     "judge.scoring": ("verdict_probs", "generate"),
+    "eval.grader_scoring": ("generate", "verdict_probs"),
 }
 
 
@@ -191,6 +192,23 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
     need(evaluation.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1")
     need(evaluation.batch_size >= 1, "eval.batch_size", "must be >= 1")
     need(evaluation.grader_max_tokens >= 1, "eval.grader_max_tokens", "must be >= 1")
+    need(
+        math.isfinite(evaluation.grader_threshold) and 0 <= evaluation.grader_threshold <= 1,
+        "eval.grader_threshold",
+        f"is {evaluation.grader_threshold!r}; it must be a probability in [0, 1] (criteria_met = "
+        "P(true) >= threshold)",
+    )
+    if evaluation.grader_scoring == "verdict_probs":
+        judge_setting = f"judge.backend={config.judge.backend!r}"
+        if config.judge.backend == "jax":
+            judge_setting = f"judge.scoring={config.judge.scoring!r}"
+        need(
+            config.judge.backend == "jax" and config.judge.scoring == "verdict_probs",
+            "eval.grader_scoring",
+            f"is 'verdict_probs' but {judge_setting}: reading P(true) needs the in-process judge "
+            "with judge.backend='jax' and judge.scoring='verdict_probs' (the http judge only "
+            "writes replies; use eval.grader_scoring='generate' with it)",
+        )
 
     data = config.data
     need(data.train_limit >= 0, "data.train_limit", "must be >= 0 (0 = all)")

@@ -10,6 +10,7 @@ from ml_collections import config_flags
 
 from rar_jax import config as rar_config
 from rar_jax.data import examples
+from rar_jax.eval import healthbench_eval
 from rar_jax.judges import aggregation, jax_backend, rewards
 from rar_jax.models import config as model_config
 from rar_jax.rubrics import ablations
@@ -207,6 +208,7 @@ def test_config_choices_equal_the_registries():
         "judge.backend": rewards.JUDGE_BACKENDS,
         "judge.scoring": jax_backend.SCORING_MODES,
         "data.format": examples.EXAMPLE_READERS,
+        "eval.grader_scoring": healthbench_eval.GRADER_SCORING_MODES,
     }
     for key, registry in registries.items():
         assert set(rar_config.CHOICES[key]) == set(registry), key

@@ -3,18 +3,32 @@
 Pipeline (:func:`evaluate_healthbench`):
 
 1. every prompt is answered once by the policy (greedy, batched; :mod:`rar_jax.eval.answering`);
-2. every (answer, rubric item) pair is graded with HealthBench's grader prompt
-   (:func:`rar_jax.judges.prompts.healthbench_grader_prompt`: the conversation, the final
-   message and the item with its points; reply ``{"explanation", "criteria_met"}``) by any judge
-   backend that can write text (``generate_texts``: the in-process JAX judge or the HTTP judge),
-   greedily, and parsed with :func:`rar_jax.judges.parsing.parse_criteria_met`. The verdicts are
-   explicit true / false, as HealthBench's grader gives them, whatever ``judge.scoring`` says;
+2. every (answer, rubric item) pair is graded with HealthBench's grader prompt (the
+   conversation, the final message and the item with its signed points), in one of two modes
+   (``grader_scoring``, config ``eval.grader_scoring``):
+
+   - ``"generate"`` (default; HealthBench's own protocol): the judge writes
+     ``{"explanation", "criteria_met"}``
+     (:func:`rar_jax.judges.prompts.healthbench_grader_prompt`) greedily, through any backend
+     that can write text (``generate_texts``: the in-process JAX judge or the HTTP judge), and
+     the reply is parsed with :func:`rar_jax.judges.parsing.parse_criteria_met`;
+   - ``"verdict_probs"``: the same instructions and inputs, but the reply format puts the verdict
+     first (:func:`rar_jax.judges.prompts.healthbench_grader_verdict_prompt`) and nothing is
+     decoded: the judge's ``score_binary`` reads ``P(true) = p(true) / (p(true) + p(false))`` of
+     the word after the assistant header + ``{"criteria_met": `` (the in-process
+     :class:`~rar_jax.judges.jax_backend.JaxJudge` with ``scoring="verdict_probs"``; the k items
+     of one answer are one prefix-reuse group). The item is met when ``P(true) >=
+     grader_threshold``; P(true) and the verdict words' probability mass are kept per criterion
+     (:class:`CriterionGrades`) so the verdicts can be re-thresholded. This lets a weak judge
+     that never writes the grader JSON still grade;
 3. the verdicts become :class:`~rar_jax.eval.healthbench_scoring.GradedExample` records and are
    scored by :mod:`rar_jax.eval.healthbench_scoring` (overall, per axis, per theme, bootstrap
    std), exactly as simple-evals scores them.
 
-**Failed gradings.** A grading fails when the judge request fails or its reply has no verdict; its
-verdict is NaN and its reason is kept. Such a criterion is *left out of that example's score*
+**Failed gradings.** A grading fails when the judge request fails or its reply has no verdict, or
+(verdict mode) when the judge gives no finite probability in [0, 1] (non-finite log-probs, zero
+mass, mass below ``judge.min_verdict_mass``); its verdict is NaN and its reason is kept, never a
+silent false. Such a criterion is *left out of that example's score*
 (neither its points earned nor, if positive, its points possible count), never scored as unmet;
 the number of failed criteria is reported. An example left with no positive-points criterion
 has no defined score and is left out of the aggregate as a whole (counted and listed with its
@@ -36,21 +50,28 @@ from rar_jax.data.examples import example_from_healthbench_record
 from rar_jax.eval.answering import Policy
 from rar_jax.eval.healthbench_scoring import GradedExample, aggregate_metrics, example_metrics
 from rar_jax.judges import parsing, prompts
-from rar_jax.judges.jax_backend import TextGenerationBackend
+from rar_jax.judges.jax_backend import Judgments
 from rar_jax.rubrics.readers import iter_jsonl
 from rar_jax.rubrics.schema import Rubric, RubricError
 
 __all__ = [
+    "GRADER_SCORING_MODES",
     "CriterionGrades",
     "HealthBenchItem",
     "HealthBenchResult",
+    "check_grader_scoring",
     "evaluate_healthbench",
     "grade_answers",
     "grader_messages",
+    "grader_prompts",
     "graded_examples",
     "read_healthbench_items",
+    "verdicts_from_probabilities",
     "verdicts_from_replies",
 ]
+
+# How the grader's verdicts are obtained (config ``eval.grader_scoring``; module docstring).
+GRADER_SCORING_MODES = ("generate", "verdict_probs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,31 +140,58 @@ def read_healthbench_items(
     return items
 
 
+def grader_prompts(
+    items: Sequence[HealthBenchItem],
+    answers: Sequence[str],
+    *,
+    verdict_first: bool = False,
+    templates_dir: str | os.PathLike[str] | None = None,
+) -> tuple[list[prompts.JudgePrompt], list[tuple[int, int]]]:
+    """The grader prompt of every (answer, rubric item) pair.
+
+    Args:
+        items: the n examples.
+        answers: the n policy answers.
+        verdict_first: HealthBench's grader with the verdict key first (verdict scoring;
+            ``verdict_prefix`` ``{"criteria_met": ``) instead of its own explanation-first reply.
+        templates_dir: replacement prompt templates (``judge.templates_dir``).
+
+    Returns:
+        Each prompt and its ``(example index, criterion index)`` slot, example-major, criteria
+        in rubric order.
+    """
+    if len(items) != len(answers):
+        raise ValueError(
+            f"expected one answer per item: {len(items)} items, {len(answers)} answers"
+        )
+    build = (
+        prompts.healthbench_grader_verdict_prompt if verdict_first
+        else prompts.healthbench_grader_prompt
+    )
+    built, slots = [], []
+    for row, (item, answer) in enumerate(zip(items, answers)):
+        for column, criterion in enumerate(item.rubric.criteria):
+            built.append(
+                build(list(item.conversation), answer, criterion, templates_dir=templates_dir)
+            )
+            slots.append((row, column))
+    return built, slots
+
+
 def grader_messages(
     items: Sequence[HealthBenchItem],
     answers: Sequence[str],
     *,
     templates_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[list[list[dict[str, str]]], list[tuple[int, int]]]:
-    """The grader prompt of every (answer, rubric item) pair.
+    """The chat messages of HealthBench's own grader prompt for every (answer, item) pair.
 
     Returns:
-        The chat messages of each prompt and its ``(example index, criterion index)`` slot,
-        example-major, criteria in rubric order.
+        The messages of each prompt and its ``(example index, criterion index)`` slot (see
+        :func:`grader_prompts`).
     """
-    if len(items) != len(answers):
-        raise ValueError(
-            f"expected one answer per item: {len(items)} items, {len(answers)} answers"
-        )
-    messages, slots = [], []
-    for row, (item, answer) in enumerate(zip(items, answers)):
-        for column, criterion in enumerate(item.rubric.criteria):
-            prompt = prompts.healthbench_grader_prompt(
-                list(item.conversation), answer, criterion, templates_dir=templates_dir
-            )
-            messages.append(prompt.messages)
-            slots.append((row, column))
-    return messages, slots
+    built, slots = grader_prompts(items, answers, templates_dir=templates_dir)
+    return [prompt.messages for prompt in built], slots
 
 
 def verdicts_from_replies(
@@ -185,19 +233,61 @@ def verdicts_from_replies(
     return values, explanations, reasons
 
 
+def verdicts_from_probabilities(
+    judgments: Judgments, threshold: float
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Verdict-scored judgments -> thresholded verdicts.
+
+    Args:
+        judgments: m judgments from a backend's ``score_binary``: ``values`` P(true) (NaN with a
+            reason where the judgment failed), ``mass`` the verdict words' probability mass.
+        threshold: a criterion is met when ``P(true) >= threshold``.
+
+    Returns:
+        f64[m] verdicts (1.0 met, 0.0 not met, NaN failed), f64[m] P(true) (NaN where failed) and
+        the failure reason of each (None where graded). A value outside [0, 1] or a NaN without a
+        reason is a failure too, never a silent false.
+    """
+    values = np.asarray(judgments.values, np.float64)
+    count = values.shape[0]
+    if len(judgments.reasons) != count:
+        raise ValueError(f"judgments: {count} values but {len(judgments.reasons)} reasons")
+    verdicts = np.full(count, np.nan, np.float64)
+    p_true = np.full(count, np.nan, np.float64)
+    reasons: list[str | None] = [None] * count
+    for index, value in enumerate(values):
+        reason = judgments.reasons[index]
+        if reason is None and not 0.0 <= value <= 1.0:  # NaN fails this too.
+            reason = f"verdict probability {float(value)!r} is not in [0, 1]"
+        if reason is not None:
+            reasons[index] = f"verdict scoring failed: {reason}"
+            continue
+        p_true[index] = value
+        verdicts[index] = 1.0 if value >= threshold else 0.0
+    return verdicts, p_true, reasons
+
+
 @dataclasses.dataclass(frozen=True)
 class CriterionGrades:
     """Grader output of every (answer, criterion) pair, per example.
 
     Attributes:
         verdicts: per example, f64[k] (1.0 / 0.0, NaN failed) in rubric order.
-        explanations: per example, the grader's explanation per criterion (None when absent).
+        explanations: per example, the grader's explanation per criterion (None when absent;
+            always None in verdict mode, where nothing is written).
         reasons: per example, the failure reason per criterion (None where graded).
+        p_true: per example, f64[k] P(true) read by verdict scoring (NaN where failed, and
+            everywhere in generate mode).
+        verdict_mass: per example, f64[k] probability mass of the words true + false after the
+            verdict prefix (a low mass: the judge wanted to write something else); NaN where not
+            measured.
     """
 
     verdicts: list[np.ndarray]
     explanations: list[list[str | None]]
     reasons: list[list[str | None]]
+    p_true: list[np.ndarray]
+    verdict_mass: list[np.ndarray]
 
 
 def graded_examples(
@@ -237,47 +327,131 @@ def graded_examples(
     return examples, reasons
 
 
+def check_grader_scoring(judge: Any, scoring: str, threshold: float) -> None:
+    """Raises ValueError unless ``judge`` can grade in mode ``scoring`` with ``threshold``.
+
+    ``"generate"`` needs ``generate_texts``; ``"verdict_probs"`` needs ``score_binary`` reading
+    probabilities (a :class:`~rar_jax.judges.jax_backend.JaxJudge` in ``"generate"`` scoring
+    would write and parse instead, so it is refused) and a finite threshold.
+    """
+    if scoring not in GRADER_SCORING_MODES:
+        raise ValueError(
+            f"grader_scoring {scoring!r}: expected one of {', '.join(GRADER_SCORING_MODES)}"
+        )
+    if scoring == "generate":
+        if not callable(getattr(judge, "generate_texts", None)):
+            raise ValueError(
+                f"grader_scoring 'generate' needs a judge with generate_texts; got "
+                f"{type(judge).__name__}"
+            )
+        return
+    if not callable(getattr(judge, "score_binary", None)):
+        raise ValueError(
+            f"grader_scoring 'verdict_probs' needs a judge with score_binary (the JAX judge); got "
+            f"{type(judge).__name__}"
+        )
+    if getattr(judge, "scoring", "verdict_probs") != "verdict_probs":
+        raise ValueError(
+            f"grader_scoring 'verdict_probs' needs the judge's verdict scoring, but "
+            f"{type(judge).__name__}.scoring is {judge.scoring!r} (config judge.scoring)"
+        )
+    if not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
+        raise ValueError(f"grader_threshold: expected a finite number, got {threshold!r}")
+
+
+def _example_chunks(items: Sequence[HealthBenchItem], chunk_size: int) -> list[range]:
+    """Consecutive example ranges of about ``chunk_size`` criteria (whole examples, >= 1 each)."""
+    chunks, start, criteria = [], 0, 0
+    for index, item in enumerate(items):
+        criteria += len(item.rubric)
+        if criteria >= chunk_size:
+            chunks.append(range(start, index + 1))
+            start, criteria = index + 1, 0
+    if start < len(items):
+        chunks.append(range(start, len(items)))
+    return chunks
+
+
 def grade_answers(
     items: Sequence[HealthBenchItem],
     answers: Sequence[str],
-    judge: TextGenerationBackend,
+    judge: Any,
     *,
     max_tokens: int,
     templates_dir: str | os.PathLike[str] | None = None,
     chunk_size: int = 64,
+    scoring: str = "generate",
+    threshold: float = 0.5,
 ) -> CriterionGrades:
     """Grades every (answer, criterion) pair with the HealthBench grader prompt.
 
-    Prompts go to ``judge.generate_texts`` (greedy, ``max_tokens`` per reply) in chunks of
-    ``chunk_size``, with a tqdm bar over criteria.
+    ``scoring="generate"``: prompts go to ``judge.generate_texts`` (greedy, ``max_tokens`` per
+    reply) in chunks of ``chunk_size``. ``scoring="verdict_probs"``: the verdict-first prompts go
+    to ``judge.score_binary`` in chunks of whole examples (about ``chunk_size`` criteria), each
+    example's items one prefix-reuse group; met = ``P(true) >= threshold`` (``max_tokens`` is
+    not used). A tqdm bar counts criteria.
     """
     from tqdm import tqdm
 
     if chunk_size < 1:
         raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
-    messages, slots = grader_messages(items, answers, templates_dir=templates_dir)
-    count = len(messages)
+    check_grader_scoring(judge, scoring, threshold)
+    verdict_first = scoring == "verdict_probs"
+    built, slots = grader_prompts(
+        items, answers, verdict_first=verdict_first, templates_dir=templates_dir
+    )
+    count = len(built)
     values = np.full(count, np.nan, np.float64)
+    p_true = np.full(count, np.nan, np.float64)
+    mass = np.full(count, np.nan, np.float64)
     explanations: list[str | None] = [None] * count
     reasons: list[str | None] = [None] * count
     with tqdm(total=count, desc="grading criteria", unit="criterion") as progress:
-        for start in range(0, count, chunk_size):
-            stop = min(count, start + chunk_size)
-            result = judge.generate_texts(messages[start:stop], max_tokens=max_tokens,
-                                          temperature=0.0)
-            chunk = verdicts_from_replies(result.texts, result.finish_reasons, result.errors)
-            values[start:stop] = chunk[0]
-            explanations[start:stop] = chunk[1]
-            reasons[start:stop] = chunk[2]
-            progress.update(stop - start)
+        if not verdict_first:
+            for start in range(0, count, chunk_size):
+                stop = min(count, start + chunk_size)
+                result = judge.generate_texts(
+                    [prompt.messages for prompt in built[start:stop]], max_tokens=max_tokens,
+                    temperature=0.0,
+                )
+                chunk = verdicts_from_replies(result.texts, result.finish_reasons, result.errors)
+                values[start:stop] = chunk[0]
+                explanations[start:stop] = chunk[1]
+                reasons[start:stop] = chunk[2]
+                progress.update(stop - start)
+        else:
+            offsets = np.cumsum([0] + [len(item.rubric) for item in items])
+            for rows in _example_chunks(items, chunk_size):
+                start, stop = int(offsets[rows.start]), int(offsets[rows.stop])
+                if start == stop:
+                    continue
+                groups = [row for row, _ in slots[start:stop]]
+                judgments = judge.score_binary(built[start:stop], groups)
+                if len(judgments.values) != stop - start:
+                    raise ValueError(
+                        f"judge score_binary returned {len(judgments.values)} judgments for "
+                        f"{stop - start} prompts"
+                    )
+                chunk_verdicts, chunk_p, chunk_reasons = verdicts_from_probabilities(
+                    judgments, threshold
+                )
+                values[start:stop] = chunk_verdicts
+                p_true[start:stop] = chunk_p
+                mass[start:stop] = np.asarray(judgments.mass, np.float64)
+                reasons[start:stop] = chunk_reasons
+                progress.update(stop - start)
     per_verdicts = [np.full(len(item.rubric), np.nan, np.float64) for item in items]
+    per_p_true = [np.full(len(item.rubric), np.nan, np.float64) for item in items]
+    per_mass = [np.full(len(item.rubric), np.nan, np.float64) for item in items]
     per_explanations: list[list[str | None]] = [[None] * len(item.rubric) for item in items]
     per_reasons: list[list[str | None]] = [[None] * len(item.rubric) for item in items]
     for index, (row, column) in enumerate(slots):
         per_verdicts[row][column] = values[index]
+        per_p_true[row][column] = p_true[index]
+        per_mass[row][column] = mass[index]
         per_explanations[row][column] = explanations[index]
         per_reasons[row][column] = reasons[index]
-    return CriterionGrades(per_verdicts, per_explanations, per_reasons)
+    return CriterionGrades(per_verdicts, per_explanations, per_reasons, per_p_true, per_mass)
 
 
 @dataclasses.dataclass
@@ -294,6 +468,8 @@ class HealthBenchResult:
         excluded: per example why it was left out of the aggregate, None when it was scored.
         failed_criteria: gradings that failed (left out of their example's score).
         total_criteria: gradings asked for.
+        grader_scoring: how the verdicts were obtained ("generate" or "verdict_probs").
+        grader_threshold: the P(true) threshold of verdict scoring; None in generate mode.
     """
 
     metrics: dict[str, float | int]
@@ -304,6 +480,12 @@ class HealthBenchResult:
     excluded: list[str | None]
     failed_criteria: int
     total_criteria: int
+    grader_scoring: str = "generate"
+    grader_threshold: float | None = None
+
+    def met_criteria(self) -> int:
+        """Graded criteria judged met."""
+        return int(sum(np.nansum(verdicts) for verdicts in self.grades.verdicts))
 
     def failure_reasons(self) -> dict[str, int]:
         """Count of each failure reason of the gradings, most common first."""
@@ -318,27 +500,34 @@ class HealthBenchResult:
 def evaluate_healthbench(
     items: Sequence[HealthBenchItem],
     policy: Policy,
-    judge: TextGenerationBackend,
+    judge: Any,
     *,
     grader_max_tokens: int,
     seed: int,
     bootstrap_samples: int = 1000,
     templates_dir: str | os.PathLike[str] | None = None,
     chunk_size: int = 64,
+    grader_scoring: str = "generate",
+    grader_threshold: float = 0.5,
 ) -> HealthBenchResult:
     """Answers, grades and scores the items (see the module docstring).
 
-    ``chunk_size``: grader prompts per ``generate_texts`` call (the progress bar moves per chunk).
+    ``judge``: a :class:`~rar_jax.judges.jax_backend.TextGenerationBackend` (generate mode) or
+    a backend with verdict-probability ``score_binary`` (verdict mode).
+    ``chunk_size``: grader prompts per judge call (the progress bar moves per chunk).
+    ``grader_scoring`` / ``grader_threshold``: the grading mode and, for ``"verdict_probs"``,
+    the P(true) a criterion needs to count as met (checked before the policy answers).
 
     When no example can be scored (every one lost its positive-points criteria to failed
     gradings) ``metrics`` is empty; answers, gradings and reasons are still returned.
     """
+    check_grader_scoring(judge, grader_scoring, grader_threshold)
     answered = policy.answer([list(item.conversation) for item in items])
     if len(answered.texts) != len(items):
         raise ValueError(f"policy returned {len(answered.texts)} answers for {len(items)} items")
     grades = grade_answers(
         items, answered.texts, judge, max_tokens=grader_max_tokens, templates_dir=templates_dir,
-        chunk_size=chunk_size,
+        chunk_size=chunk_size, scoring=grader_scoring, threshold=grader_threshold,
     )
     examples, excluded = graded_examples(items, grades.verdicts)
     per_example = [None if e is None else example_metrics(e) for e in examples]
@@ -357,4 +546,6 @@ def evaluate_healthbench(
         excluded=excluded,
         failed_criteria=failed,
         total_criteria=int(sum(len(item.rubric) for item in items)),
+        grader_scoring=grader_scoring,
+        grader_threshold=float(grader_threshold) if grader_scoring == "verdict_probs" else None,
     )

@@ -14,7 +14,8 @@ rating digits without decoding; the judge templates therefore put the verdict ke
 ``verdict_prefix`` is ``""`` when the verdict is the first word of the reply (the GPQA Yes/No
 verifier) and ``None`` when there is no verdict to read off a prefix (rubric generation,
 perturbation, and the HealthBench grader, whose JSON puts the explanation first as HealthBench's
-own grader does: use :func:`explicit_criterion_prompt` for prefix scoring of HealthBench items).
+own grader does; :func:`healthbench_grader_verdict_prompt` is the same grader with the verdict
+key first, for prefix scoring).
 
 Conversations (``conversation`` arguments) are a prompt string (one user turn) or a list of chat
 messages ``{"role", "content"}``; they are rendered as a tagged transcript inside the user
@@ -57,6 +58,7 @@ __all__ = [
     "explicit_criterion_prompt",
     "gpqa_verifier_prompt",
     "healthbench_grader_prompt",
+    "healthbench_grader_verdict_prompt",
     "implicit_judge_prompt",
     "load_template",
     "perturbation_prompt",
@@ -329,6 +331,34 @@ def healthbench_grader_prompt(
         "points": _format_weight(criterion.weight),
     }
     return JudgePrompt(_messages("healthbench_grader", templates_dir, values), None)
+
+
+def healthbench_grader_verdict_prompt(
+    conversation: Conversation,
+    response: str,
+    criterion: Criterion,
+    *,
+    templates_dir: TemplatesDir = None,
+) -> JudgePrompt:
+    """The HealthBench grader for one rubric item, verdict first, for reading P(true).
+
+    The same instructions and inputs as :func:`healthbench_grader_prompt` (conversation, final
+    message, the item with its signed points); only the reply's key order differs:
+    ``{"criteria_met": true|false, "explanation": "..."}``, so the verdict is the first word
+    after :data:`CRITERIA_MET_PREFIX` and an in-process judge reads its probability with no
+    decoding (``rar-eval healthbench`` with ``eval.grader_scoring=verdict_probs``).
+    """
+    if not isinstance(criterion, Criterion):
+        raise ValueError(f"criterion: expected a Criterion, got {type(criterion).__name__}")
+    values = {
+        "conversation": render_conversation(conversation),
+        "response": _check_text(response, "response").strip(),
+        "criterion": _criterion_text(criterion),
+        "points": _format_weight(criterion.weight),
+    }
+    return JudgePrompt(
+        _messages("healthbench_grader_verdict", templates_dir, values), CRITERIA_MET_PREFIX
+    )
 
 
 def rubric_generation_prompt(

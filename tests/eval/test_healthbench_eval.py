@@ -1,6 +1,10 @@
 """HealthBench evaluation on real HealthBench prompts with a fake policy and a fake grader whose
 verdicts are known: reply parsing, failed gradings left out and counted, and the official score
-(met points / positive points per example, clipped mean, per axis and theme) computed by hand."""
+(met points / positive points per example, clipped mean, per axis and theme) computed by hand.
+
+Verdict grading (``grader_scoring="verdict_probs"``): a fake backend with scripted P(true), and
+the tiny fixture judge (tests/tiny_checkpoint.py) whose P(true) is recomputed here from full
+uncached forwards, thresholded and scored by hand."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import pytest
 from rar_jax.data.builders import build
 from rar_jax.eval import healthbench_eval
 from rar_jax.eval.answering import PolicyAnswers, length_sorted_batches
-from rar_jax.judges.jax_backend import GenerationResult
+from rar_jax.judges import prompts
+from rar_jax.judges.jax_backend import GenerationResult, Judgments
 
 OSS = "healthbench/oss_eval_first100.jsonl"
 ITEM_RE = re.compile(r'<rubric_item points="([^"]*)">\n(.*?)\n</rubric_item>', re.DOTALL)
@@ -168,3 +173,232 @@ def test_length_sorted_batches_cover_every_index_once():
     assert batches == [[1, 3], [4, 0], [2]]
     with pytest.raises(ValueError):
         length_sorted_batches([1], 0)
+
+
+# ------------------------------------------------------------------------------ verdict grading
+# Records 85 (points 8, 6, 5, -4) and 91 (10, -10, 10, 10) of oss_eval_first100: short prompts
+# (about 1,600 byte tokens with the grader prompt) with negative items.
+VERDICT_RECORDS = (85, 91)
+REFERENCE_LENGTH = 2048  # Reference forwards are right-padded to this many tokens (one compile).
+
+
+class ProbabilityJudge:
+    """A verdict-scoring backend with scripted P(true) per rubric item text (None: failed)."""
+
+    def __init__(self, p_true):
+        self.p_true = p_true
+        self.groups = []
+
+    def score_binary(self, judge_prompts, groups=None):
+        self.groups.append(list(groups))
+        values, reasons = [], []
+        for prompt in judge_prompts:
+            assert prompt.verdict_prefix == '{"criteria_met": '
+            value = self.p_true[ITEM_RE.search(prompt.messages[-1]["content"]).group(2)]
+            values.append(np.nan if value is None else value)
+            reasons.append("verdict mass 0.001 below min_verdict_mass 0.01" if value is None
+                           else None)
+        count = len(values)
+        return Judgments(np.array(values, np.float32), reasons, np.full(count, 0.5, np.float32))
+
+
+def _hand_score(points_and_met):
+    """simple-evals' example score: points of met items / positive points."""
+    points_and_met = list(points_and_met)
+    achieved = sum(points for points, met in points_and_met if met)
+    return achieved / sum(points for points, _ in points_and_met if points > 0)
+
+
+def test_verdict_grading_thresholds_probabilities_and_keeps_failures(shared_data):
+    items = healthbench_eval.read_healthbench_items(shared_data / OSS, limit=3)[1:3]
+    # Record 1 (10, 9, 8, 8, 7, 6, 6, 5, -6, -4): a failed judgment (NaN with its reason) and a
+    # value outside [0, 1] are failures, 0.5 is met at threshold 0.5. Record 2 (5, 5).
+    plan = [[0.9, None, 0.5, 0.2, 0.7, 1.5, 0.49, 0.51, 0.6, 0.1], [0.0, 1.0]]
+    assert [c.weight for c in items[0].rubric.criteria] == [10, 9, 8, 8, 7, 6, 6, 5, -6, -4]
+    p_true = {}
+    for item, values in zip(items, plan, strict=True):
+        for criterion, value in zip(item.rubric.criteria, values, strict=True):
+            p_true[criterion.description] = value
+    judge = ProbabilityJudge(p_true)
+    result = healthbench_eval.evaluate_healthbench(
+        items, FixedPolicy(), judge, grader_max_tokens=1, seed=0, bootstrap_samples=10,
+        chunk_size=3, grader_scoring="verdict_probs", grader_threshold=0.5,
+    )
+    # Chunks of whole examples; each example's items are one group.
+    assert judge.groups == [[0] * len(items[0].rubric), [1] * len(items[1].rubric)]
+    scores, failed = [], 0
+    for row, (item, values) in enumerate(zip(items, plan)):
+        kept = []
+        for column, (criterion, value) in enumerate(zip(item.rubric.criteria, values)):
+            if value is None or not 0 <= value <= 1:
+                failed += 1
+                assert math.isnan(result.grades.verdicts[row][column])
+                assert math.isnan(result.grades.p_true[row][column])
+                assert result.grades.reasons[row][column].startswith("verdict scoring failed: ")
+                continue
+            kept.append((criterion.weight, value >= 0.5))
+            assert result.grades.verdicts[row][column] == float(value >= 0.5)
+            assert result.grades.p_true[row][column] == pytest.approx(value)
+        scores.append(_hand_score(kept))
+    assert failed == 2 and result.failed_criteria == 2
+    # By hand: record 1 keeps 10, 8, 8, 7, 6, 5, -6, -4 (9 and 6 failed); met 10, 8, 7, 5, -6.
+    assert scores == [(10 + 8 + 7 + 5 - 6) / (10 + 8 + 8 + 7 + 6 + 5), 0.5]
+    np.testing.assert_allclose(result.example_scores, scores, rtol=1e-6)
+    assert result.metrics["overall_score"] == pytest.approx(np.clip(np.mean(scores), 0, 1))
+    assert result.grader_scoring == "verdict_probs" and result.grader_threshold == 0.5
+    assert result.met_criteria() == sum(
+        v is not None and 0.5 <= v <= 1 for values in plan for v in values
+    )
+    reasons = result.failure_reasons()
+    assert reasons == {
+        "verdict scoring failed: verdict mass 0.001 below min_verdict_mass 0.01": 1,
+        "verdict scoring failed: verdict probability 1.5 is not in [0, 1]": 1,
+    }
+
+
+def test_generate_mode_keeps_no_probabilities(shared_data):
+    items = healthbench_eval.read_healthbench_items(shared_data / OSS, limit=2)[1:]
+    judge = CriterionJudge({c.description: _verdict(True) for c in items[0].rubric.criteria})
+    result = healthbench_eval.evaluate_healthbench(items, FixedPolicy(), judge,
+                                                   grader_max_tokens=8, seed=0,
+                                                   bootstrap_samples=5)
+    assert result.grader_scoring == "generate" and result.grader_threshold is None
+    assert np.isnan(result.grades.p_true[0]).all() and np.isnan(result.grades.verdict_mass[0]).all()
+    assert result.met_criteria() == len(items[0].rubric)
+
+
+def test_verdict_mode_refuses_backends_that_cannot_read_probabilities(shared_data):
+    items = healthbench_eval.read_healthbench_items(shared_data / OSS, limit=1)
+    writer = CriterionJudge({})
+    with pytest.raises(ValueError, match="needs a judge with score_binary"):
+        healthbench_eval.evaluate_healthbench(items, FixedPolicy(), writer, grader_max_tokens=8,
+                                              seed=0, grader_scoring="verdict_probs")
+
+    class GeneratingJudge(ProbabilityJudge):
+        scoring = "generate"
+
+    with pytest.raises(ValueError, match=r"GeneratingJudge.scoring is 'generate'"):
+        healthbench_eval.evaluate_healthbench(items, FixedPolicy(), GeneratingJudge({}),
+                                              grader_max_tokens=8, seed=0,
+                                              grader_scoring="verdict_probs")
+    with pytest.raises(ValueError, match="grader_threshold: expected a finite number"):
+        healthbench_eval.evaluate_healthbench(items, FixedPolicy(), ProbabilityJudge({}),
+                                              grader_max_tokens=8, seed=0,
+                                              grader_scoring="verdict_probs",
+                                              grader_threshold=float("nan"))
+    with pytest.raises(ValueError, match="grader_scoring 'verdict': expected one of"):
+        healthbench_eval.evaluate_healthbench(items, FixedPolicy(), writer, grader_max_tokens=8,
+                                              seed=0, grader_scoring="verdict")
+    assert writer.calls == 0  # Refused before anything ran.
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tiny_checkpoint import write_tiny_checkpoint
+
+    from rar_jax.models.loading import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "c"))
+
+
+def _reference_p_true(model, tokenizer, messages):
+    """P(true) from full uncached forwards of context + "true" and context + "false".
+
+    The context is the chat template + '{"criteria_met": ' (written out here); each word's
+    log-probability is the sum of its bytes' log-softmax (float64 numpy) over the logits.
+    """
+    import jax.numpy as jnp
+
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    text += '{"criteria_met": '
+    context = tokenizer.encode(text)
+    rows = [tokenizer.encode(text + word) for word in ("true", "false")]
+    tokens = np.zeros((2, REFERENCE_LENGTH), np.int32)
+    mask = np.zeros((2, REFERENCE_LENGTH), bool)
+    for row, ids in enumerate(rows):
+        assert ids[: len(context)] == context and len(ids) <= REFERENCE_LENGTH
+        tokens[row, : len(ids)] = ids
+        mask[row, : len(ids)] = True  # Right padding: causal attention never sees it.
+    positions = np.broadcast_to(np.arange(REFERENCE_LENGTH, dtype=np.int32), tokens.shape)
+    logits, _ = model(jnp.asarray(tokens), jnp.asarray(positions),
+                      attention_mask=jnp.asarray(mask))
+    logits = np.asarray(logits, np.float64)
+    log_p = []
+    for row, ids in enumerate(rows):
+        steps = logits[row, len(context) - 1 : len(ids) - 1]
+        top = steps.max(axis=-1, keepdims=True)
+        log_softmax = steps - top - np.log(np.exp(steps - top).sum(axis=-1, keepdims=True))
+        log_p.append(sum(log_softmax[j, ids[len(context) + j]] for j in range(len(steps))))
+    return 1.0 / (1.0 + np.exp(log_p[1] - log_p[0]))
+
+
+@pytest.mark.slow
+def test_verdict_grading_with_the_tiny_judge_matches_a_hand_score(shared_data, tiny_model):
+    from rar_jax.judges.jax_backend import BINARY_OPTIONS, JaxJudge
+
+    model, tokenizer = tiny_model
+    records = _records(shared_data, VERDICT_RECORDS)
+    wanted = [r["prompt_id"] for r in records]
+    items = [i for i in healthbench_eval.read_healthbench_items(shared_data / OSS, limit=100)
+             if i.example_id in wanted]
+    assert [i.example_id for i in items] == wanted
+    answers = FixedPolicy().answer([item.conversation for item in items]).texts
+
+    # The verdict-first grader prompt of every item, built here; P(true) from the judge's
+    # option log-probabilities (one call with the grouping evaluate_healthbench uses: one group
+    # per answer), normalised over true / false in float64 numpy.
+    judge_prompts, groups = [], []
+    for row, (item, answer) in enumerate(zip(items, answers)):
+        for criterion in item.rubric.criteria:
+            prompt = prompts.healthbench_grader_verdict_prompt(
+                list(item.conversation), answer, criterion
+            )
+            user = prompt.messages[1]["content"]
+            assert f'<rubric_item points="{criterion.weight:g}">' in user and answer in user
+            judge_prompts.append(prompt)
+            groups.append(row)
+    judge = JaxJudge(model, tokenizer, batch_size=8)
+    logprobs = judge.option_logprobs(judge_prompts, BINARY_OPTIONS, groups).astype(np.float64)
+    p_flat = 1.0 / (1.0 + np.exp(logprobs[:, 1] - logprobs[:, 0]))
+    # Independently of the judge's tokenisation and batching: the first item's P(true) from two
+    # full forwards (the context written out by hand).
+    first = _reference_p_true(model, tokenizer, judge_prompts[0].messages)
+    assert p_flat[0] == pytest.approx(first, abs=2e-6)
+
+    def run(threshold):
+        return healthbench_eval.evaluate_healthbench(
+            items, FixedPolicy(), judge, grader_max_tokens=1, seed=0, bootstrap_samples=10,
+            grader_scoring="verdict_probs", grader_threshold=threshold,
+        )
+
+    everything = run(0.0)
+    assert everything.failed_criteria == 0
+    stored = everything.grades.p_true  # What a user re-thresholds.
+    # float32 log-probabilities near -20 nats: P(true) agrees to about 1e-6.
+    np.testing.assert_allclose(np.concatenate(stored), p_flat, rtol=0, atol=2e-6)
+    # The tiny random judge puts P(true) near 0.9997 for every item ("false" is one byte longer
+    # than "true"); a threshold in the middle of the widest gap of the stored values splits them.
+    flat = np.sort(np.concatenate(stored))
+    gap = int(np.argmax(np.diff(flat)))
+    threshold = float((flat[gap] + flat[gap + 1]) / 2)
+    assert flat[gap + 1] - flat[gap] > 1e-7
+
+    by_threshold = {0.0: everything, threshold: run(threshold), 1.01: run(1.01)}
+    for value, outcome in by_threshold.items():
+        for got, expected in zip(outcome.grades.p_true, stored, strict=True):
+            np.testing.assert_array_equal(got, expected)  # Same prompts, same P(true).
+        verdicts = [p >= value for p in stored]
+        for got, expected in zip(outcome.grades.verdicts, verdicts, strict=True):
+            np.testing.assert_array_equal(got, expected.astype(float))
+        scores = [_hand_score(zip([c.weight for c in item.rubric.criteria], met))
+                  for item, met in zip(items, verdicts)]
+        np.testing.assert_allclose(outcome.example_scores, scores, rtol=1e-9)
+        assert outcome.metrics["overall_score"] == pytest.approx(np.clip(np.mean(scores), 0, 1))
+        assert outcome.grader_threshold == value
+    # The split threshold met some items and not others; 0.0 meets all, 1.01 none.
+    assert 0 < by_threshold[threshold].met_criteria() < 8
+    assert by_threshold[0.0].met_criteria() == 8 and by_threshold[1.01].met_criteria() == 0
+    all_met = [(8 + 6 + 5 - 4) / (8 + 6 + 5), (10 - 10 + 10 + 10) / 30]
+    np.testing.assert_allclose(by_threshold[0.0].example_scores, all_met)
+    assert by_threshold[0.0].metrics["overall_score"] == pytest.approx(np.mean(all_met))
+    assert by_threshold[1.01].metrics["overall_score"] == 0.0

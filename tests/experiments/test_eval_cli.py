@@ -1,6 +1,8 @@
 """rar-eval end to end: a tiny fixture policy (tests/tiny_checkpoint.py) answers, the fake OpenAI
 server (tests/judges/fake_openai_server.py) grades with scripted verdicts, and the reports must
-hold the official HealthBench score and the GPQA accuracy computed here by hand.
+hold the official HealthBench score and the GPQA accuracy computed here by hand. With
+``eval.grader_scoring=verdict_probs`` the tiny checkpoint is also the judge: every criterion's
+stored P(true), its thresholded verdict and the score must agree.
 
 The CLI runs in a subprocess (absl flags are process-global)."""
 
@@ -99,6 +101,12 @@ def test_healthbench_end_to_end(server, tiny, shared_data, tmp_path):
     assert graded == {a["answer"].strip() for a in answers}
     markdown = (out / "healthbench_eval.md").read_text()
     assert "| overall_score | " in markdown and "1 failed gradings" in markdown
+    assert report["grading"] == {"scoring": "generate", "threshold": None, "criteria_met": 10,
+                                 "met_fraction": pytest.approx(10 / 18), "mean_p_true": None,
+                                 "mean_verdict_mass": None}
+    assert report["setup"]["grader_scoring"] == "generate"
+    assert "Grading: generate (HealthBench's grader writes" in markdown
+    assert all(c["p_true"] is None for a in answers for c in a["criteria"])
     assert f"| overall_score | {sum(scores) / 3:.4f} |" in process.stdout
 
 
@@ -164,3 +172,99 @@ def test_eval_config_ranges_are_validated(key, value, message):
     config.eval[key] = value
     with pytest.raises(rar_config.ConfigError, match=message):
         rar_config.validate(config)
+
+
+@pytest.mark.slow
+def test_healthbench_verdict_grading_end_to_end(tiny, shared_data, tmp_path):
+    """The tiny checkpoint answers and grades by verdict probability (no server, no JSON)."""
+    lines = (shared_data / "healthbench" / "oss_eval_first100.jsonl").read_text().splitlines()
+    # Records 85 (points 8, 6, 5, -4) and 91 (10, -10, 10, 10): short prompts.
+    records = [json.loads(lines[index]) for index in (85, 91)]
+    (tmp_path / "hb.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    process = run_eval(
+        tmp_path, "healthbench", f"--config.model.source={tiny}",
+        f"--config.judge.model_source={tiny}", "--config.judge.batch_size=4",
+        f"--config.eval.healthbench_path={tmp_path / 'hb.jsonl'}",
+        "--config.eval.max_new_tokens=4", "--config.eval.grader_scoring=verdict_probs",
+        "--config.eval.grader_threshold=0.9997", "--config.healthbench.bootstrap_samples=20",
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    out = tmp_path / "out"
+    report = json.loads((out / "healthbench_eval.json").read_text())
+    answers = [json.loads(line) for line in (out / "healthbench_answers.jsonl").read_text()
+               .splitlines()]
+    # Every criterion graded, its P(true) stored, met exactly when P(true) >= 0.9997.
+    met_by_row, p_values = [], []
+    for answer, record in zip(answers, records, strict=True):
+        criteria = answer["criteria"]
+        assert [c["points"] for c in criteria] == [r["points"] for r in record["rubrics"]]
+        for criterion in criteria:
+            assert 0 < criterion["p_true"] < 1 and criterion["reason"] is None
+            assert 0 < criterion["verdict_mass"] <= 1 and criterion["explanation"] is None
+            assert criterion["criteria_met"] == (criterion["p_true"] >= 0.9997)
+            p_values.append(criterion["p_true"])
+        met_by_row.append([(c["points"], c["criteria_met"]) for c in criteria])
+    scores = [sum(p for p, met in row if met) / sum(p for p, _ in row if p > 0)
+              for row in met_by_row]
+    assert [a["overall_score"] for a in answers] == pytest.approx(scores)
+    assert report["metrics"]["overall_score"] == pytest.approx(min(max(sum(scores) / 2, 0), 1))
+    met = sum(met for row in met_by_row for _, met in row)
+    assert report["counts"]["criteria"] == 8 and report["counts"]["failed_criteria"] == 0
+    assert report["grading"] == {
+        "scoring": "verdict_probs", "threshold": 0.9997, "criteria_met": met,
+        "met_fraction": pytest.approx(met / 8), "mean_p_true": pytest.approx(sum(p_values) / 8),
+        "mean_verdict_mass": report["grading"]["mean_verdict_mass"],
+    }
+    assert report["setup"]["grader_scoring"] == "verdict_probs"
+    assert report["setup"]["grader_threshold"] == 0.9997
+    assert "grader_max_tokens" not in report["setup"]  # Nothing is written in verdict mode.
+    markdown = (out / "healthbench_eval.md").read_text()
+    assert "Grading: verdict_probs (criteria_met = P(true) >= 0.9997" in markdown
+    assert f"- graded criteria judged met: {met} of 8 (" in markdown
+    assert "grader_scoring=verdict_probs, grader_threshold=0.9997" in markdown
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"eval.grader_scoring": "verdict_probs", "judge.backend": "http"},
+      "'eval.grader_scoring' is 'verdict_probs' but judge.backend='http': reading P(true) needs "
+      "the in-process judge with judge.backend='jax' and judge.scoring='verdict_probs'"),
+     ({"eval.grader_scoring": "verdict_probs", "judge.scoring": "generate"},
+      "'eval.grader_scoring' is 'verdict_probs' but judge.scoring='generate'"),
+     ({"eval.grader_threshold": -0.1}, "'eval.grader_threshold' is -0.1; it must be a probability"),
+     ({"eval.grader_threshold": 1.5}, "'eval.grader_threshold' is 1.5; it must be a probability"),
+     ({"eval.grader_threshold": float("nan")}, "'eval.grader_threshold' is nan"),
+     ({"eval.grader_scoring": "verdict"},
+      "'eval.grader_scoring' is 'verdict'; expected one of generate, verdict_probs")],
+)
+def test_verdict_grading_needs_a_judge_that_reads_probabilities(overrides, message):
+    from rar_jax import config as rar_config
+
+    config = rar_config.base_config()
+    for key, value in overrides.items():
+        section, leaf = key.rsplit(".", 1)
+        node = config
+        for part in section.split("."):
+            node = node[part]
+        node[leaf] = value
+    with pytest.raises(rar_config.ConfigError) as error:
+        rar_config.validate(config)
+    assert message in str(error.value)
+    assert str(error.value).count("\n") == 1  # Only this problem.
+
+
+def test_verdict_grading_config_that_can_run_is_accepted():
+    from rar_jax import config as rar_config
+    from rar_jax.eval.healthbench_eval import GRADER_SCORING_MODES
+
+    config = rar_config.base_config()
+    assert (config.eval.grader_scoring, config.eval.grader_threshold) == ("generate", 0.5)
+    config.judge.backend = "http"  # Generate grading works with any backend.
+    rar_config.validate(config)
+    config.judge.backend = "jax"
+    config.eval.grader_scoring = "verdict_probs"
+    for threshold in (0.0, 0.5, 1.0):
+        config.eval.grader_threshold = threshold
+        rar_config.validate(config)
+    assert set(rar_config.CHOICES["eval.grader_scoring"]) == set(GRADER_SCORING_MODES)

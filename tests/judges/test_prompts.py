@@ -202,6 +202,7 @@ def test_every_packaged_template_renders_without_leftover_placeholders():
         prompts.reference_likert_prompt("q", "a", "r"),
         prompts.explicit_criterion_prompt("q", "a", "s"),
         prompts.healthbench_grader_prompt("q", "a", small_rubric().criteria[0]),
+        prompts.healthbench_grader_verdict_prompt("q", "a", small_rubric().criteria[0]),
         prompts.rubric_generation_prompt("q", "r", domain="medical"),
         prompts.rubric_generation_prompt("q", None, domain="science"),
         prompts.gpqa_verifier_prompt("q", "c", "a"),
@@ -215,6 +216,7 @@ def test_every_packaged_template_renders_without_leftover_placeholders():
         "reference_likert",
         "explicit_criterion",
         "healthbench_grader",
+        "healthbench_grader_verdict",
         "gpqa_verifier",
         "perturbation",
     )
