@@ -158,6 +158,30 @@ def project_qkv(
     q = jnp.einsum("btd,dhe->bthe", x, layer["q_proj"].astype(dtype))
     k = jnp.einsum("btd,dke->btke", x, layer["k_proj"].astype(dtype))
     v = jnp.einsum("btd,dke->btke", x, layer["v_proj"].astype(dtype))
+    return qkv_bias_norm_rope(q, k, v, layer, cos, sin, eps)
+
+
+def qkv_bias_norm_rope(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    layer: Mapping[str, jax.Array],
+    cos: jax.Array,
+    sin: jax.Array,
+    eps: float,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """What follows the q/k/v projections: optional biases (Qwen2), q/k norms (Qwen3), RoPE.
+
+    Args:
+        q: [b, t, h, e], k and v: [b, t, k, e] projected queries, keys and values.
+        layer: optional q_bias [h, e], k_bias/v_bias [k, e], q_norm/k_norm [e].
+        cos, sin: float32[b, t, e // 2].
+        eps: RMSNorm epsilon for the q/k norms.
+
+    Returns:
+        q, k, v in q.dtype, shapes unchanged.
+    """
+    dtype = q.dtype
     if "q_bias" in layer:
         q = q + layer["q_bias"].astype(dtype)
         k = k + layer["k_bias"].astype(dtype)

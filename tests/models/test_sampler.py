@@ -165,6 +165,21 @@ def test_logprobs_equal_a_full_forward_tempered_log_softmax(tiny):
     assert len({tuple(out.tokens[r]) for r in range(3)}) == 3
 
 
+@pytest.mark.parametrize("name", ["llama3_scaled", "qwen2_tiny", "qwen3_tiny"])
+def test_decode_layout_matches_a_full_forward_for_each_family(fixtures_dir, name):
+    # The decode step re-lays out the weights (per layer, [out, in], untied LM head transposed):
+    # tied heads and llama3 RoPE scaling, q/k/v biases (Qwen2) and q/k norms (Qwen3).
+    model = load_hf_checkpoint(fixtures_dir / name)
+    out = Sampler(model, stop_ids=()).generate(
+        PROMPTS[:2], SamplingParams(max_new_tokens=6, temperature=1.0), jax.random.key(5)
+    )
+    for row, prompt in enumerate(PROMPTS[:2]):
+        generated = out.tokens[row].tolist()
+        logits = full_forward_logits(model, prompt + generated)[len(prompt) - 1:-1]
+        expected = log_softmax(logits)[np.arange(6), generated]
+        np.testing.assert_allclose(out.logprobs[row], expected, atol=1e-4)
+
+
 def test_first_token_frequencies_over_many_samples(tiny):
     """num_samples rows share one prefill; their first tokens follow the truncated distribution."""
     prompt = PROMPTS[0]
