@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: where the real data lives.
+"""Shared pytest fixtures: where the real data lives, and a fake OpenAI-compatible server.
 
 The data is read from ``../shared/data`` beside the repository root (read-only in CI);
 ``RAR_SHARED_DATA`` overrides the location.
@@ -8,6 +8,8 @@ import os
 import pathlib
 
 import pytest
+
+from fake_openai_server import FakeOpenAIServer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(
@@ -21,3 +23,11 @@ def shared_data() -> pathlib.Path:
         pytest.fail(f"shared data folder not found at {SHARED_DATA}; set RAR_SHARED_DATA")
     return SHARED_DATA
 
+
+@pytest.fixture
+def server():
+    """A started `FakeOpenAIServer` (echo replies unless scripted), stopped after the test."""
+    fake = FakeOpenAIServer()
+    fake.start()
+    yield fake
+    fake.stop()

@@ -14,19 +14,10 @@ import re
 
 import pytest
 from cli_runner import run_experiment
-from fake_openai_server import FakeOpenAIServer
 from tiny_checkpoint import write_tiny_checkpoint
 
 ITEM_RE = re.compile(r'<rubric_item points="([^"]*)">\n(.*?)\n</rubric_item>', re.DOTALL)
 RESPONSE_RE = re.compile(r"<final_message>\n(.*?)\n</final_message>", re.DOTALL)
-
-
-@pytest.fixture
-def server():
-    fake = FakeOpenAIServer()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import re
 
 import pytest
 from cli_runner import run_experiment
-from fake_openai_server import FakeOpenAIServer
 
 PAPER_WEIGHTS = {"essential": 1.0, "important": 0.7, "optional": 0.3, "pitfall": 0.9}
 
@@ -65,14 +64,6 @@ def run_judge(tmp_path: pathlib.Path, records: list[dict], *overrides: str):
     if output.exists():
         lines = [json.loads(line) for line in output.read_text().splitlines()]
     return process, lines
-
-
-@pytest.fixture
-def server():
-    fake = FakeOpenAIServer()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def test_rar_explicit_rewards_verdicts_and_failures(server, shared_data, tmp_path):

@@ -31,7 +31,6 @@ from rar_jax.models.loading import load_model_and_tokenizer
 from rar_jax.rubrics.schema import Category, Polarity
 
 from cli_runner import run_experiment
-from fake_openai_server import FakeOpenAIServer
 from tiny_checkpoint import write_tiny_checkpoint
 
 
@@ -79,14 +78,6 @@ def run_rubrics(tmp_path: pathlib.Path, questions: list[dict], *args: str):
         timeout=300,
     )
     return process, output, tmp_path / "rubrics.failures.jsonl"
-
-
-@pytest.fixture
-def server():
-    fake = FakeOpenAIServer()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def test_retries_invalid_output_and_reports_what_still_fails(server, tmp_path):

@@ -13,7 +13,6 @@ import random
 
 import pytest
 
-from fake_openai_server import FakeOpenAIServer
 from rar_jax.judges.http_backend import (
     Completion,
     HttpJudgeClient,
@@ -42,14 +41,6 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)
-
-
-@pytest.fixture
-def server():
-    fake = FakeOpenAIServer()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
