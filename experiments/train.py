@@ -157,7 +157,8 @@ def read_train_and_eval(
 def load_judge(config: config_dict.ConfigDict, policy_devices: Sequence[jax.Device],
                judge_devices: Sequence[jax.Device]):
     """The judge backend named by ``judge.backend``. The jax judge loads ``judge.model_source``
-    (in ``model.dtype`` / ``model.param_dtype``) onto its own devices, tensor-parallel, or, with
+    (in ``model.dtype`` / ``model.param_dtype``, attention in ``model.attention_chunk`` query
+    blocks) onto its own devices, tensor-parallel, or, with
     ``judge.devices = 0``, sharded like the policy over the policy's mesh. It is a separate copy
     even when it is the policy's checkpoint: the policy's weights change, the judge's must not."""
     judge = config.judge
@@ -170,7 +171,7 @@ def load_judge(config: config_dict.ConfigDict, policy_devices: Sequence[jax.Devi
                          devices=policy_devices)
     model, tokenizer = load_model_and_tokenizer(
         judge.model_source, mesh=mesh, dtype=config.model.dtype,
-        param_dtype=config.model.param_dtype,
+        param_dtype=config.model.param_dtype, attention_chunk=config.model.attention_chunk,
     )
     return make_judge_backend(config, model=model, tokenizer=tokenizer)
 
