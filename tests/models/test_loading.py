@@ -191,11 +191,13 @@ def test_load_from_config_reads_every_key(fixtures_dir, tmp_path, smollm2_tokeni
     for name in ("config.json", "model.safetensors"):
         shutil.copy(source / name, tmp_path / name)
     smollm2_tokenizer.save_hf(tmp_path)
-    model, tokenizer = loading.load_from_config(
-        {"source": str(tmp_path), "dtype": "bfloat16", "param_dtype": "float16", "remat_policy": "full"}
-    )
-    assert (model.config.dtype, model.config.param_dtype, model.config.remat_policy) == (
-        "bfloat16", "float16", "full",
+    model, tokenizer = loading.load_from_config({
+        "source": str(tmp_path), "dtype": "bfloat16", "param_dtype": "float16",
+        "remat_policy": "full", "attention_chunk": 64,
+    })
+    config = model.config
+    assert (config.dtype, config.param_dtype, config.remat_policy, config.attention_chunk) == (
+        "bfloat16", "float16", "full", 64,
     )
     assert model.layers.q_proj[...].dtype == jnp.float16
     assert tokenizer.eos_id == 2
