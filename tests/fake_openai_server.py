@@ -40,6 +40,15 @@ class RecordedRequest:
     action: str
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    """One thread per request, and a listen backlog above any client's concurrency: the stdlib
+    default of 5 lets a loaded machine refuse connections of a 16-request burst, which a client
+    with one attempt reports as a failed request."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 class FakeOpenAIServer:
     """Start with ``start()``, stop with ``stop()``; ``base_url`` ends in ``/v1``."""
 
@@ -155,8 +164,7 @@ class FakeOpenAIServer:
                 else:
                     raise ValueError(f"unknown scripted action {action!r}")
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
