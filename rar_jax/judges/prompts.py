@@ -309,6 +309,20 @@ def explicit_criterion_prompt(
     return JudgePrompt(_messages("explicit_criterion", templates_dir, values), CRITERIA_MET_PREFIX)
 
 
+def _grader_values(
+    conversation: Conversation, response: str, criterion: Criterion
+) -> dict[str, str]:
+    """The template values of both HealthBench grader prompts (the item with its signed points)."""
+    if not isinstance(criterion, Criterion):
+        raise ValueError(f"criterion: expected a Criterion, got {type(criterion).__name__}")
+    return {
+        "conversation": render_conversation(conversation),
+        "response": _check_text(response, "response").strip(),
+        "criterion": _criterion_text(criterion),
+        "points": _format_weight(criterion.weight),
+    }
+
+
 def healthbench_grader_prompt(
     conversation: Conversation,
     response: str,
@@ -322,14 +336,7 @@ def healthbench_grader_prompt(
     ``verdict_prefix`` is None: generate and parse with
     :func:`rar_jax.judges.parsing.parse_criteria_met`.
     """
-    if not isinstance(criterion, Criterion):
-        raise ValueError(f"criterion: expected a Criterion, got {type(criterion).__name__}")
-    values = {
-        "conversation": render_conversation(conversation),
-        "response": _check_text(response, "response").strip(),
-        "criterion": _criterion_text(criterion),
-        "points": _format_weight(criterion.weight),
-    }
+    values = _grader_values(conversation, response, criterion)
     return JudgePrompt(_messages("healthbench_grader", templates_dir, values), None)
 
 
@@ -348,14 +355,7 @@ def healthbench_grader_verdict_prompt(
     after :data:`CRITERIA_MET_PREFIX` and an in-process judge reads its probability with no
     decoding (``rar-eval healthbench`` with ``eval.grader_scoring=verdict_probs``).
     """
-    if not isinstance(criterion, Criterion):
-        raise ValueError(f"criterion: expected a Criterion, got {type(criterion).__name__}")
-    values = {
-        "conversation": render_conversation(conversation),
-        "response": _check_text(response, "response").strip(),
-        "criterion": _criterion_text(criterion),
-        "points": _format_weight(criterion.weight),
-    }
+    values = _grader_values(conversation, response, criterion)
     return JudgePrompt(
         _messages("healthbench_grader_verdict", templates_dir, values), CRITERIA_MET_PREFIX
     )
