@@ -57,7 +57,7 @@ EXTRAS_REQUIRE = {
 }
 
 CONSOLE_SCRIPTS = [
-    "rar-build-dataset=rar_jax.data.builders.__main__:run",
+    "rar-build-dataset=rar_jax.experiments.build_dataset:run",
     "rar-eval=rar_jax.experiments.eval:run",
     "rar-generate=rar_jax.experiments.generate:run",
     "rar-judge=rar_jax.experiments.judge:run",

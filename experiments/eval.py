@@ -52,6 +52,7 @@ import jax
 import numpy as np
 from absl import app
 
+from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.metrics import json_safe
 
@@ -375,7 +376,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``rar-eval``)."""
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import jax
 from absl import app, flags
 
+from rar_jax import cli
 from rar_jax.models.loading import load_model_and_tokenizer
 from rar_jax.models.sampler import Sampler, SamplingParams
 
@@ -145,7 +146,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``rar-generate``)."""
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_dict
 
+from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.data.examples import Example, optional_text, parse_conversation
 from rar_jax.rubrics.ablations import apply_rubric_ablation
@@ -317,7 +318,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``rar-judge``)."""
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

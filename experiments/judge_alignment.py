@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags
 
+from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.eval import judge_alignment as alignment
 from rar_jax.metrics import json_safe
@@ -516,7 +517,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``rar-judge-alignment``)."""
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.eval import judge_quality
 from rar_jax.metrics import json_safe
@@ -220,7 +221,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``rar-judge-quality``)."""
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

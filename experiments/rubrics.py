@@ -72,6 +72,7 @@ from typing import Any
 
 from absl import app, flags
 
+from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.judges import prompts
 from rar_jax.rubrics.generation import (  # noqa: F401 - re-exported: the CLI's public helpers
@@ -313,7 +314,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``rar-rubrics``)."""
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

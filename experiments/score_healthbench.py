@@ -18,6 +18,7 @@ import pathlib
 import jax
 from absl import app
 
+from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.eval import healthbench_scoring
 
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``rar-score-healthbench``)."""
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

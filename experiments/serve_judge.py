@@ -62,6 +62,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
+from rar_jax import cli
 from rar_jax.models.decoder import Decoder
 from rar_jax.models.sampler import (
     DEFAULT_PROMPT_BUCKETS,
@@ -611,7 +612,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``rar-serve-judge``)."""
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

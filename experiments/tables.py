@@ -43,6 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from rar_jax import cli
 from rar_jax.eval.paper_numbers import METRICS, TABLES, PaperTable, table_runs  # noqa: E402
 from rar_jax.metrics import read_metrics  # noqa: E402
 
@@ -146,7 +147,7 @@ def find_runs(root: str | os.PathLike[str]) -> list[pathlib.Path]:
     """Folders at or below ``root`` that hold a run file (``RUN_FILES``), sorted."""
     root = pathlib.Path(root)
     if not root.is_dir():
-        raise ValueError(f"--runs_root={root} is not a folder")
+        raise NotADirectoryError(f"--runs_root={root} is not a folder")
     found = {file.parent for name in RUN_FILES for file in root.rglob(name)}
     return sorted(found)
 
@@ -292,7 +293,11 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     paths: list[str | pathlib.Path] = list(_RUNS.value)
     if _RUNS_ROOT.value:
-        paths += find_runs(_RUNS_ROOT.value)
+        found = find_runs(_RUNS_ROOT.value)
+        if not found:
+            raise cli.UserError(f"--runs_root={_RUNS_ROOT.value} holds no run folder (none has "
+                                f"any of {', '.join(RUN_FILES)})")
+        paths += found
     if not paths:
         raise app.UsageError("give run folders with --runs=dir1,dir2 or a folder with --runs_root")
     runs = collect_runs(paths)
@@ -302,7 +307,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (``rar-tables``)."""
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ from rar_jax.rubrics.readers import (
 )
 from rar_jax.rubrics.schema import Rubric, RubricError
 
+# Bad records named in one error message (all are counted).
+MAX_LISTED_PROBLEMS = 20
+
 ChatMessage = Mapping[str, str]
 
 
@@ -158,15 +161,27 @@ def read_examples(
     reader = EXAMPLE_READERS[format_name]
     polarity = None if rubric is None else rubric.pitfall_polarity
     name = os.fspath(path)
-    examples = []
+    examples, problems = [], []
     for line, record in iter_jsonl(name):
-        example = reader(record, f"{name}:{line}", pitfall_polarity=polarity)
+        try:
+            example = reader(record, f"{name}:{line}", pitfall_polarity=polarity)
+        except RubricError as error:
+            problems.append(str(error))
+            continue
         if rubric is not None and example.rubric is not None:
             ablated = apply_rubric_ablation(example.rubric, rubric.ablation)
             example = dataclasses.replace(example, rubric=ablated)
         examples.append(example)
-        if limit and len(examples) >= limit:
+        if limit and len(examples) + len(problems) >= limit:
             break
+    if problems:
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        raise RubricError(
+            f"{len(problems)} bad record(s) in {name} read as data.format={format_name!r} "
+            "(is that the file's format?): " + "; ".join(shown)
+            + (f"; and {more} more" if more else "")
+        )
     if not examples:
         raise ValueError(f"{name}: no records")
     return examples

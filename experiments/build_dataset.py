@@ -1,8 +1,8 @@
-"""Build one data set as TFDS array_record files (``python -m rar_jax.data.builders``).
+"""Build one data set as TFDS array_record files (``rar-build-dataset``).
 
-    python -m rar_jax.data.builders --dataset=healthbench \\
+    rar-build-dataset --dataset=healthbench \\
         --manual_dir=../shared/data/healthbench --data_dir=~/tensorflow_datasets
-    python -m rar_jax.data.builders --dataset=gpqa_diamond --manual_dir=~/gpqa \\
+    rar-build-dataset --dataset=gpqa_diamond --manual_dir=~/gpqa \\
         --data_dir=~/tensorflow_datasets --gpqa_seed=3 --gpqa_runs=10
 
 Prints the split sizes and the counts of ``metadata.json`` (rows read, skipped, deduplicated,
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from rar_jax import cli
 from rar_jax.data.builders import BUILDERS, build, gpqa_config
 
 _DATASET = flags.DEFINE_enum("dataset", None, sorted(BUILDERS), "The data set to build.")
@@ -54,7 +55,7 @@ def main(argv: Sequence[str]) -> None:
 def run() -> None:
     """Console-script entry point."""
     flags.mark_flags_as_required(["dataset", "manual_dir"])
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,174 @@
+"""What every console script shares: ``--help``, flag parsing and one-line user errors.
+
+Each script in ``experiments/`` ends with ``cli.run(main, __name__)``. Then
+
+- ``--help`` (also ``-h``, ``--helpshort``) prints the script's module docstring (what it does and
+  an example), the script's own flags, and where the ``--config.*`` options are documented.
+  absl's own help cannot do this behind a console-script wrapper: it looks up ``__main__``'s
+  docstring and the flags of ``sys.argv[0]``, which are the wrapper's, not the script's.
+- A mistake of the user's (a bad flag or ``--config.*`` override, a config that does not
+  validate, a missing file, a malformed data row, an output directory in use) prints one line,
+  ``<program>: error: <what, where, how to fix>``, and exits with status 2. Which exceptions count
+  as such mistakes is :data:`USER_ERRORS`; anything else is a bug and keeps its traceback.
+  ``--verbosity=1`` (or higher) shows the traceback of a user error too.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from absl import app, flags
+
+from rar_jax.config import ConfigError
+from rar_jax.data.builders.base import MalformedRowError
+from rar_jax.rubrics.schema import RubricError
+
+# Exit status of a user error (the convention of argparse and most Unix tools).
+USER_ERROR_STATUS = 2
+
+HELP_FLAGS = ("-h", "--help", "--helpshort", "-?")
+
+
+class UserError(Exception):
+    """A problem with the user's input whose message says what, where and how to fix it."""
+
+
+# Exceptions that mean "the input is wrong", not "the code is wrong". FileNotFoundError and
+# friends come from paths the user gave (configs, data, checkpoints); the rest are raised by the
+# project's validators with the file, record and field in the message.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UserError,
+    ConfigError,
+    RubricError,
+    MalformedRowError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    app.UsageError,
+)
+
+CONFIG_DOCS = (
+    "Config options (--config.<key>=<value>): every key is declared, with a one-line comment, in "
+    "configs/base.py; README.md's 'Configs' section explains the main choices."
+)
+
+
+def program_name() -> str:
+    return os.path.basename(sys.argv[0]) or "rar-jax"
+
+
+def fail(message: str) -> NoReturn:
+    """Prints ``<program>: error: <message>`` (one line) to stderr and exits with status 2."""
+    one_line = " ".join(str(message).split())
+    print(f"{program_name()}: error: {one_line}", file=sys.stderr)
+    sys.exit(USER_ERROR_STATUS)
+
+
+def help_text(module_name: str) -> str:
+    """The ``--help`` page of the script defined in module ``module_name``."""
+    module = sys.modules[module_name]
+    doc = textwrap.dedent(module.__doc__ or "").strip()
+    modules = (module_name, ConfigError.__module__)  # The script's flags and --config.
+    own_flags = "\n".join(filter(None, (flags.FLAGS.module_help(name).strip() for name in modules)))
+    parts = [f"{program_name()}: {doc}" if doc else program_name()]
+    if own_flags:
+        parts.append("flags:\n" + own_flags)
+    if "config" in flags.FLAGS:
+        parts.append(CONFIG_DOCS)
+    parts.append("--helpfull lists every flag, absl's logging flags included.")
+    return "\n\n".join(parts) + "\n"
+
+
+def _override_message(error: BaseException) -> str:
+    """The readable part of an ml_collections override error (its did-you-mean hint unescaped)."""
+    text = str(error.args[0]) if error.args else str(error)
+    return text.strip("'\"").replace("\\n", " ").replace("\\'", "'").replace("\n", " ")
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing, with every parsing problem reported as one line."""
+    for arg in argv[1:]:
+        if arg.startswith("--config="):
+            path = arg.removeprefix("--config=").split(":", 1)[0]
+            if not pathlib.Path(path).is_file():
+                fail(f"--config file {path!r} does not exist (relative paths start at {os.getcwd()})")
+    try:
+        rest = flags.FLAGS(list(argv))
+        # A config file is loaded lazily; load it here so a bad --config fails as a flag error.
+        if "config" in flags.FLAGS:
+            config = flags.FLAGS["config"].value
+            if config is None:
+                fail("--config is required, e.g. --config=configs/quickstart.py (see configs/)")
+            hasattr(config, "items")  # Raises the load error of a missing or broken file.
+    except flags.Error as error:
+        fail(str(error))
+    except (AttributeError, KeyError) as error:
+        # ml_collections reports an unknown --config.<key> override this way.
+        bad = [arg for arg in argv[1:] if arg.startswith("--config.")]
+        where = f" in {', '.join(bad)}" if bad else ""
+        fail(f"unknown config key{where}: {_override_message(error)}")
+    except OSError as error:
+        fail(f"cannot load the --config file: {_override_message(error.__cause__ or error)}")
+    except (ValueError, TypeError) as error:
+        # A --config file that raises, or an override of the wrong type: its last line says why.
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        fail(lines[-1] if lines else repr(error))
+    return rest
+
+
+def _verbose() -> bool:
+    try:
+        return flags.FLAGS["verbosity"].value >= 1
+    except (KeyError, flags.UnparsedFlagAccessError):
+        return False
+
+
+def run(main: Callable[[list[str]], Any], module_name: str) -> None:
+    """Console-script entry point: help, flags, ``main(argv)``, user errors as one line."""
+    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+        sys.stdout.write(help_text(module_name))
+        sys.exit(0)
+
+    def guarded_main(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except USER_ERRORS as error:
+            if _verbose():
+                raise
+            fail(f"{error} (rerun with --verbosity=1 for the traceback)")
+
+    app.run(guarded_main, flags_parser=_parse_flags)
+
+
+# Config values that name something other than a local path.
+NOT_PATHS = ("", "smollm2")
+NOT_PATH_PREFIXES = ("tfds:", "shape:", "http://", "https://")
+
+
+def check_inputs(config: Any, keys: Sequence[str]) -> None:
+    """Raises one :class:`UserError` listing every config key in ``keys`` whose path is missing.
+
+    Entry points call this before they load a model or write anything, so a typo in a data or
+    checkpoint path costs a second, not a model load. Values that are not local paths (``""``,
+    the embedded ``smollm2``, ``tfds:...``, ``shape:...``, URLs) are skipped.
+    """
+    missing = []
+    for key in keys:
+        value: Any = config
+        for part in key.split("."):
+            value = value[part]
+        value = str(value)
+        if value in NOT_PATHS or value.startswith(NOT_PATH_PREFIXES):
+            continue
+        if not pathlib.Path(value).expanduser().exists():
+            missing.append(f"'{key}' = {value!r}")
+    if missing:
+        raise UserError(
+            "input not found: " + "; ".join(missing) + " (check the path, or the current directory)"
+        )
