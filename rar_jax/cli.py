@@ -26,16 +26,13 @@ from absl import app, flags
 
 from rar_jax.config import ConfigError
 from rar_jax.data.builders.base import MalformedRowError
+from rar_jax.errors import UserError
 from rar_jax.rubrics.schema import RubricError
 
 # Exit status of a user error (the convention of argparse and most Unix tools).
 USER_ERROR_STATUS = 2
 
 HELP_FLAGS = ("-h", "--help", "--helpshort", "-?")
-
-
-class UserError(Exception):
-    """A problem with the user's input whose message says what, where and how to fix it."""
 
 
 # Exceptions that mean "the input is wrong", not "the code is wrong". FileNotFoundError and
