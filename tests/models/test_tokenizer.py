@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from rar_jax.models.loading import embedded_smollm2_path, gguf_metadata
+from rar_jax.models.model_files import embedded_smollm2_path, gguf_metadata
 from rar_jax.models.tokenizer import Tokenizer
 
 
