@@ -13,7 +13,7 @@
    ``rubric`` = the implicit judge (``rar_implicit``) with the physician rubric; ``likert`` =
    ``direct_likert``, no rubric; ``generated_rubric`` = the implicit judge with a rubric generated
    WITHOUT the reference by ``--rubric_generator`` (default: the generator), through
-   :func:`rar_jax.rubrics.generation.generate_rubrics` (validation, retries), stored in
+   :func:`rar_jax.judges.rubric_generation.generate_rubrics` (validation, retries), stored in
    ``--generated_rubrics`` and reused likewise. A prompt whose rubric stays invalid after the
    last attempt is a failed pair of that condition (counted, with the reason).
 4. **Judges** (``--judges``, comma-separated): ``smollm2``, a ``.gguf`` file or an HF checkpoint
@@ -221,7 +221,7 @@ def make_generated_rubrics(
 
     Returns ({id: Rubric}, {id: failure reason}, counts).
     """
-    from rar_jax.rubrics.generation import (
+    from rar_jax.judges.rubric_generation import (
         Question,
         failure_record,
         generate_rubrics,

@@ -75,7 +75,7 @@ from absl import app, flags
 from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.judges import prompts
-from rar_jax.rubrics.generation import (  # noqa: F401 - re-exported: the CLI's public helpers
+from rar_jax.judges.rubric_generation import (  # noqa: F401 - re-exported: the CLI's public helpers
     INPUT_FORMATS,
     Question,
     TextGenerationBackend,

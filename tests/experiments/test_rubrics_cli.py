@@ -429,7 +429,7 @@ def test_malformed_healthbench_records_name_file_line_and_field(shared_data, tmp
 
 
 def test_record_kinds_and_question_forms():
-    from rar_jax.rubrics.generation import (
+    from rar_jax.judges.rubric_generation import (
         input_format_of,
         question_from_record,
         rubric_record,
