@@ -40,7 +40,6 @@ boxed-letter extraction, the judge's Yes/No verifier for answers without a lette
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import pathlib
@@ -54,7 +53,7 @@ from absl import app
 
 from rar_jax import cli
 from rar_jax import config as rar_config
-from rar_jax.metrics import json_safe
+from rar_jax.io import json_safe, write_json, write_jsonl
 
 _CONFIG = rar_config.define_config_flag(str(rar_config.BASE_CONFIG_PATH))
 BENCHMARKS = ("healthbench", "gpqa")
@@ -112,13 +111,6 @@ def judge_chunk_size(config: Any) -> int:
     if config.judge.backend == "http":
         return 4 * int(config.judge.http.max_concurrency)
     return int(config.judge.batch_size)
-
-
-def write_jsonl(path: pathlib.Path, records: Sequence[dict[str, Any]]) -> None:
-    """One strict-JSON record per line."""
-    with path.open("w") as handle:
-        for record in records:
-            handle.write(json.dumps(json_safe(record), allow_nan=False, ensure_ascii=False) + "\n")
 
 
 # ------------------------------------------------------------------------------ HealthBench
@@ -259,9 +251,7 @@ def run_healthbench(config: Any, output_dir: pathlib.Path) -> None:
             ],
         })
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "healthbench_eval.json").write_text(
-        json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
-    )
+    write_json(output_dir / "healthbench_eval.json", report)
     markdown = healthbench_markdown(report, table)
     (output_dir / "healthbench_eval.md").write_text(markdown)
     write_jsonl(output_dir / "healthbench_answers.jsonl", records)
@@ -349,9 +339,7 @@ def run_gpqa(config: Any, output_dir: pathlib.Path) -> None:
         for index, item in enumerate(result.items)
     ]
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "gpqa_eval.json").write_text(
-        json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
-    )
+    write_json(output_dir / "gpqa_eval.json", report)
     markdown = gpqa_markdown(json_safe(report))
     (output_dir / "gpqa_eval.md").write_text(markdown)
     write_jsonl(output_dir / "gpqa_answers.jsonl", records)

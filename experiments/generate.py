@@ -14,7 +14,6 @@ tempered, untruncated distribution; see rar_jax.models.sampler).
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 from typing import Any, Sequence
@@ -23,6 +22,8 @@ import jax
 from absl import app, flags
 
 from rar_jax import cli
+from rar_jax.errors import UserError
+from rar_jax.io import iter_jsonl, write_jsonl
 from rar_jax.models.loading import load_model_and_tokenizer
 from rar_jax.models.sampler import Sampler, SamplingParams
 
@@ -43,36 +44,27 @@ def read_prompt_records(path: pathlib.Path) -> list[dict[str, Any]]:
     """Records of a JSONL prompt file, each with a 'prompt' string or a 'messages' list.
 
     Raises:
-        ValueError: naming the file, line and field, for a record that has neither or a bad one.
+        UserError: naming the file, line and field, for a record that has neither or a bad one.
     """
     records = []
-    with path.open() as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err})") from err
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object with 'prompt' or 'messages'")
-            if "messages" in record:
-                messages = record["messages"]
-                if not isinstance(messages, list) or not messages or not all(
-                    isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                    for m in messages
-                ):
-                    raise ValueError(
-                        f"{where}: field 'messages' must be a non-empty list of "
-                        "{'role': str, 'content': str} objects"
-                    )
-            elif "prompt" in record:
-                if not isinstance(record["prompt"], str) or not record["prompt"]:
-                    raise ValueError(f"{where}: field 'prompt' must be a non-empty string")
-            else:
-                raise ValueError(f"{where}: record has neither 'prompt' nor 'messages'")
-            records.append(record)
+    for line_number, record in iter_jsonl(path):
+        where = f"{path}:{line_number}"
+        if "messages" in record:
+            messages = record["messages"]
+            if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in messages
+            ):
+                raise UserError(
+                    f"{where}: field 'messages' must be a non-empty list of "
+                    "{'role': str, 'content': str} objects"
+                )
+        elif "prompt" in record:
+            if not isinstance(record["prompt"], str) or not record["prompt"]:
+                raise UserError(f"{where}: field 'prompt' must be a non-empty string")
+        else:
+            raise UserError(f"{where}: record has neither 'prompt' nor 'messages'")
+        records.append(record)
     return records
 
 
@@ -136,10 +128,7 @@ def main(argv: Sequence[str]) -> None:
             print(f"{label} ({result['finish_reasons'][number]}, {result['num_tokens'][number]} tokens): {answer}")
     if _OUTPUT.value:
         output = pathlib.Path(_OUTPUT.value)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with output.open("w") as handle:
-            for result in results:
-                handle.write(json.dumps(result, ensure_ascii=False) + "\n")
+        write_jsonl(output, results)
         print(f"wrote {len(results)} records to {output}")
     print(f"answered {len(results)} prompts in {len(starts)} batches")
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -52,8 +51,8 @@ from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.data.examples import Example, optional_text, parse_conversation
 from rar_jax.rubrics.ablations import apply_rubric_ablation
+from rar_jax.io import iter_jsonl, jsonl_line
 from rar_jax.rubrics.readers import (
-    iter_jsonl,
     rubric_from_healthbench_record,
     rubric_from_rar_record,
 )
@@ -308,7 +307,7 @@ def main(argv: Sequence[str]) -> None:
             output = reward_fn([r.example for r in batch], [r.answer for r in batch])
             batch_lines = score_lines(batch, output, method, predefined_size)
             for line in batch_lines:
-                handle.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
+                handle.write(jsonl_line(line))
             handle.flush()
             lines += batch_lines
             progress.update(len(batch))

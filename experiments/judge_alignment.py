@@ -37,7 +37,6 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
-import json
 import logging
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -49,7 +48,7 @@ from absl import app, flags
 from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.eval import judge_alignment as alignment
-from rar_jax.metrics import json_safe
+from rar_jax.io import append_jsonl, write_json, write_jsonl
 
 _CONFIG = rar_config.define_config_flag(str(rar_config.BASE_CONFIG_PATH))
 _DATA = flags.DEFINE_string(
@@ -139,13 +138,6 @@ class Backends:
         return make_judge_backend(config, model=model, tokenizer=tokenizer)
 
 
-def _append_jsonl(path: pathlib.Path, records: Sequence[Mapping[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
 def make_perturbations(
     pairs: Sequence[Pair], store: pathlib.Path, generator: str, backends: Backends, *,
     max_tokens: int, temperature: float, seed: int, batch_size: int, templates_dir: str | None,
@@ -200,7 +192,7 @@ def make_perturbations(
                             pair.example.example_id, pair.example.reference, answer, generator
                         )
                     )
-                _append_jsonl(store, records)
+                append_jsonl(store, records)
                 bar.update(len(chunk))
     reasons = collections.Counter(p.failure for p in pairs if p.failure is not None)
     return {
@@ -228,7 +220,8 @@ def make_generated_rubrics(
         question_text,
         rubric_record,
     )
-    from rar_jax.rubrics.readers import iter_jsonl, rubric_from_rar_record
+    from rar_jax.io import iter_jsonl
+    from rar_jax.rubrics.readers import rubric_from_rar_record
 
     rubrics: dict[str, Any] = {}
     if store.is_file():
@@ -262,11 +255,11 @@ def make_generated_rubrics(
             pitfall_polarity=config.rubric.pitfall_polarity,
         )
         valid = [q for q in questions if q.items is not None]
-        _append_jsonl(store, [rubric_record(q) for q in valid])
+        append_jsonl(store, [rubric_record(q) for q in valid])
         failed = [q for q in questions if q.items is None]
         failure_path = store.with_name(store.name.removesuffix(".jsonl") + ".failures.jsonl")
         failure_path.unlink(missing_ok=True)
-        _append_jsonl(failure_path, [failure_record(q) for q in failed])
+        append_jsonl(failure_path, [failure_record(q) for q in failed])
         for q in valid:
             record = rubric_record(q)
             rubrics[q.record["id"]] = rubric_from_rar_record(
@@ -493,14 +486,10 @@ def main(argv: Sequence[str]) -> None:
         "confidence": _CONFIDENCE.value,
         "results": results,
     }
-    (output_dir / "alignment.json").write_text(
-        json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
-    )
+    write_json(output_dir / "alignment.json", report)
     markdown = markdown_report(report)
     (output_dir / "alignment.md").write_text(markdown)
-    with (output_dir / "alignment_scores.jsonl").open("w", encoding="utf-8") as handle:
-        for line in score_lines:
-            handle.write(json.dumps(json_safe(line), ensure_ascii=False, allow_nan=False) + "\n")
+    write_jsonl(output_dir / "alignment_scores.jsonl", score_lines)
     series = {
         alignment.CONDITIONS[c].label: [
             (results[n][c]["accuracy"], results[n][c]["ci_low"], results[n][c]["ci_high"])

@@ -32,7 +32,6 @@ reason).
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import pathlib
 import time
@@ -46,7 +45,7 @@ from absl import app, flags
 from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.eval import judge_quality
-from rar_jax.metrics import json_safe
+from rar_jax.io import write_json, write_jsonl
 
 _CONFIG = rar_config.define_config_flag()
 _HEALTHBENCH_PATH = flags.DEFINE_string(
@@ -205,14 +204,10 @@ def main(argv: Sequence[str]) -> None:
 
     output_dir = pathlib.Path(_OUTPUT_DIR.value or config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "judge_quality.json").write_text(
-        json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n"
-    )
+    write_json(output_dir / "judge_quality.json", report)
     markdown = markdown_report(report)
     (output_dir / "judge_quality.md").write_text(markdown)
-    with (output_dir / "judge_quality_pairs.jsonl").open("w") as handle:
-        for record in records:
-            handle.write(json.dumps(json_safe(record), allow_nan=False, ensure_ascii=False) + "\n")
+    write_jsonl(output_dir / "judge_quality_pairs.jsonl", records)
     print(markdown)
     print(
         f"Wrote judge_quality.json, judge_quality.md and judge_quality_pairs.jsonl to {output_dir}"

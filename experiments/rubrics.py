@@ -64,10 +64,9 @@ HealthBench training prompts (Tables 1-3; ``configs/paper/common.py``, ``rubric_
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from absl import app, flags
@@ -85,7 +84,7 @@ from rar_jax.judges.rubric_generation import (  # noqa: F401 - re-exported: the 
     rubric_record,
     validate_rubric,
 )
-from rar_jax.rubrics.readers import iter_jsonl
+from rar_jax.io import iter_jsonl, write_jsonl
 from rar_jax.rubrics.schema import RubricError
 
 TFDS_PREFIX = "tfds:"  # As rar_jax.data.sources.TFDS_PREFIX (imported lazily: tfds is slow).
@@ -244,13 +243,6 @@ def read_questions(
     )
 
 
-def _write_jsonl(path: pathlib.Path, records: Sequence[Mapping[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -301,8 +293,8 @@ def main(argv: Sequence[str]) -> None:
     )
     valid = [q for q in questions if q.items is not None]
     failed = [q for q in questions if q.items is None]
-    _write_jsonl(output, [rubric_record(q) for q in valid])
-    _write_jsonl(failures_path, [failure_record(q) for q in failed])
+    write_jsonl(output, [rubric_record(q) for q in valid])
+    write_jsonl(failures_path, [failure_record(q) for q in failed])
     first = sum(1 for q in valid if not q.reasons)
     print(
         f"rubrics for {len(questions)} questions: {len(valid)} valid ({first} on the first "

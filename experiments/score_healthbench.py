@@ -11,7 +11,6 @@ writes ``healthbench_metrics.json`` and ``healthbench_metrics.md`` to ``output_d
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 
@@ -21,6 +20,7 @@ from absl import app
 from rar_jax import cli
 from rar_jax import config as rar_config
 from rar_jax.eval import healthbench_scoring
+from rar_jax.io import write_json
 
 _CONFIG = rar_config.define_config_flag()
 
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
     table = healthbench_scoring.metrics_markdown(metrics)
     output_dir = pathlib.Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "healthbench_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(output_dir / "healthbench_metrics.json", metrics)
     (output_dir / "healthbench_metrics.md").write_text(table + "\n")
     print(f"HealthBench scores of {len(examples)} graded answers from {path}:\n")
     print(table)

@@ -17,7 +17,6 @@ at the start and the end, held-out rewards, and the rubric criteria whose satisf
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import pathlib
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from rar_jax import metrics as metrics_lib
 from rar_jax.data.examples import Example
 from rar_jax.data.sources import load_examples
 from rar_jax.eval.plots import plot_reward_curve
+from rar_jax.io import write_json
 from rar_jax.judges.rewards import make_judge_backend, make_reward_fn
 from rar_jax.models.loading import export_hf, load_from_config, load_model_and_tokenizer
 from rar_jax.parallel import make_mesh
@@ -273,9 +273,7 @@ def train(config: config_dict.ConfigDict) -> TrainSummary:
     records = metrics_lib.read_metrics(output_dir)
     plot_reward_curve(records, output_dir / "reward_curve.png",
                       title=f"GRPO, {config.reward.method} reward")
-    (output_dir / "summary.json").write_text(
-        json.dumps(metrics_lib.json_safe(vars(summary)), indent=2) + "\n"
-    )
+    write_json(output_dir / "summary.json", vars(summary))
     if config.train.export_hf:
         nnx.update(policy, trainer.state.params)
         export_hf(policy, output_dir / "hf_export", tokenizer=tokenizer)

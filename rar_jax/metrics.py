@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from rar_jax.io import iter_jsonl, jsonl_line
 
 
 def _scalar(value: Any) -> float | None:
@@ -44,7 +45,7 @@ class MetricsWriter:
     def write(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Records scalar ``metrics`` (arrays of one element, numbers) for ``step``."""
         values = {name: _scalar(value) for name, value in metrics.items()}
-        self._metrics.write(json.dumps({"step": int(step), **values}) + "\n")
+        self._metrics.write(jsonl_line({"step": int(step), **values}))
         self._metrics.flush()
         if self._tensorboard is not None:
             for name, value in values.items():
@@ -53,7 +54,7 @@ class MetricsWriter:
     def write_samples(self, step: int, samples: list[Mapping[str, Any]]) -> None:
         """Records sample answers (JSON objects, e.g. prompt, answer, reward) for ``step``."""
         for sample in samples:
-            self._samples.write(json.dumps({"step": int(step), **sample}) + "\n")
+            self._samples.write(jsonl_line({"step": int(step), **sample}))
         self._samples.flush()
         if self._tensorboard is not None and samples:
             text = "\n\n---\n\n".join(
@@ -73,23 +74,5 @@ class MetricsWriter:
 def read_metrics(output_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of ``<output_dir>/metrics.jsonl`` in order (null -> NaN)."""
     path = os.path.join(os.fspath(output_dir), "metrics.jsonl")
-    with open(path, encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
+    records = [record for _, record in iter_jsonl(path)]
     return [{k: (math.nan if v is None else v) for k, v in record.items()} for record in records]
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` made strict JSON, recursively: NaN / inf -> None, numpy scalars -> Python,
-    tuples -> lists and mapping keys -> str (for ``json.dumps(..., allow_nan=False)``)."""
-    if isinstance(value, Mapping):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

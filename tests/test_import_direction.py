@@ -15,7 +15,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Lowest first. A module may import modules of its own layer or of lower ones. The first part
 # of a module's name below rar_jax (its package, or the module itself at the top) picks its layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors",),
+    ("errors", "io"),
     ("rubrics",),
     ("data",),
     ("parallel",),

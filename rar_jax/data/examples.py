@@ -26,8 +26,8 @@ import numpy as np
 from ml_collections import config_dict
 
 from rar_jax.rubrics.ablations import apply_rubric_ablation
+from rar_jax.io import iter_jsonl_values
 from rar_jax.rubrics.readers import (
-    iter_jsonl,
     rubric_from_healthbench_record,
     rubric_from_kqa_record,
     rubric_from_rar_record,
@@ -162,8 +162,10 @@ def read_examples(
     polarity = None if rubric is None else rubric.pitfall_polarity
     name = os.fspath(path)
     examples, problems = [], []
-    for line, record in iter_jsonl(name):
+    for line, record, problem in iter_jsonl_values(name):
         try:
+            if problem is not None:
+                raise RubricError(f"{name}:{line}: {problem}")
             example = reader(record, f"{name}:{line}", pitfall_polarity=polarity)
         except RubricError as error:
             problems.append(str(error))

@@ -51,7 +51,7 @@ from rar_jax.eval.answering import Policy
 from rar_jax.eval.healthbench_scoring import GradedExample, aggregate_metrics, example_metrics
 from rar_jax.judges import parsing, prompts
 from rar_jax.judges.jax_backend import Judgments
-from rar_jax.rubrics.readers import iter_jsonl
+from rar_jax.io import iter_jsonl
 from rar_jax.rubrics.schema import Rubric, RubricError
 
 __all__ = [

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from rar_jax.judges.aggregation import healthbench_points_score_np
-from rar_jax.rubrics.readers import iter_jsonl, rubric_from_healthbench_record
+from rar_jax.io import iter_jsonl
+from rar_jax.rubrics.readers import rubric_from_healthbench_record
 from rar_jax.rubrics.schema import Rubric, RubricError
 
 __all__ = [

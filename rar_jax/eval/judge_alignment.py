@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from rar_jax.rubrics.readers import iter_jsonl
+from rar_jax.io import iter_jsonl
 from rar_jax.rubrics.schema import RubricError
 
 __all__ = [

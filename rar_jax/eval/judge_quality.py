@@ -55,7 +55,7 @@ from rar_jax.data.examples import example_from_healthbench_record
 from rar_jax.eval.healthbench_scoring import read_graded_examples
 from rar_jax.judges import prompts
 from rar_jax.judges.prompts import JudgePrompt
-from rar_jax.rubrics.readers import iter_jsonl
+from rar_jax.io import iter_jsonl
 from rar_jax.rubrics.schema import RubricError
 
 __all__ = [

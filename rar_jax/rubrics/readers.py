@@ -29,7 +29,6 @@ Every problem raises :class:`RubricError` (a ``ValueError``) whose message names
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +36,7 @@ from typing import Any, NamedTuple
 
 from ml_collections import config_dict
 
+from rar_jax.io import iter_jsonl
 from rar_jax.rubrics.ablations import apply_rubric_ablation
 from rar_jax.rubrics.schema import (
     Category,
@@ -55,7 +55,6 @@ __all__ = [
     "RUBRIC_READERS",
     "RubricError",
     "RubricRecord",
-    "iter_jsonl",
     "iter_rubric_records",
     "parse_polarity",
     "read_rubrics",
@@ -322,29 +321,6 @@ def _get_reader(format_name: str) -> Callable[..., Rubric]:
         raise ValueError(
             f"unknown rubric format {format_name!r}; expected one of {', '.join(RUBRIC_READERS)}"
         ) from None
-
-
-def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yields ``(line_number, object)`` for every non-blank line of a JSONL file (1-based lines).
-
-    Raises RubricError naming the file and line for invalid JSON or a non-object line.
-    """
-    name = os.fspath(path)
-    with open(name, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RubricError(
-                    f"{name}:{line_number}: invalid JSON: {error.msg} (column {error.colno})"
-                ) from None
-            if not isinstance(value, dict):
-                raise RubricError(
-                    f"{name}:{line_number}: expected a JSON object, got {_describe(value)}"
-                )
-            yield line_number, value
 
 
 def iter_rubric_records(

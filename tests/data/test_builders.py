@@ -372,7 +372,7 @@ def test_gpqa_malformed_row_names_line_and_column(tmp_path):
 def test_command_line_builds_a_gpqa_config(tmp_path):
     _write_gpqa(tmp_path / "manual" / "gpqa_diamond.csv", _gpqa_rows(3))
     result = subprocess.run(
-        [sys.executable, "-m", "rar_jax.data.builders", "--dataset=gpqa_diamond",
+        [sys.executable, "-m", "rar_jax.experiments.build_dataset", "--dataset=gpqa_diamond",
          f"--manual_dir={tmp_path / 'manual'}", f"--data_dir={tmp_path / 'tfds'}",
          "--gpqa_seed=2", "--gpqa_runs=3"],
         capture_output=True, text=True, check=True, timeout=120)

@@ -16,7 +16,8 @@ from rar_jax.judges.parsing import (
     parse_rubric,
     parse_yes_no,
 )
-from rar_jax.rubrics.readers import iter_jsonl, rubric_from_rar_record
+from rar_jax.io import iter_jsonl
+from rar_jax.rubrics.readers import rubric_from_rar_record
 
 
 @pytest.mark.parametrize(

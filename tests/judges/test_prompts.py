@@ -8,7 +8,8 @@ import pytest
 
 from rar_jax.judges import prompts
 from rar_jax.judges.parsing import parse_criteria_met, parse_rating
-from rar_jax.rubrics.readers import iter_jsonl, read_rubrics, rubric_from_healthbench_record
+from rar_jax.io import iter_jsonl
+from rar_jax.rubrics.readers import read_rubrics, rubric_from_healthbench_record
 from rar_jax.rubrics.schema import Category, Criterion, Polarity, Rubric, RubricError
 
 PACKAGED = prompts.PACKAGED_TEMPLATES_DIR

@@ -5,12 +5,12 @@ import logging
 
 import pytest
 
+from rar_jax.io import JsonlError, iter_jsonl
 from rar_jax.rubrics.readers import (
     KQA_MUST_HAVE_WEIGHT,
     KQA_NICE_TO_HAVE_WEIGHT,
     PITFALL_POLARITY_DEFAULTS,
     RubricError,
-    iter_jsonl,
     iter_rubric_records,
     parse_polarity,
     read_rubrics,
@@ -420,10 +420,10 @@ def test_good_records_read_as_expected(tmp_path):
 def test_invalid_json_and_non_object_lines(tmp_path):
     file = tmp_path / "broken.jsonl"
     file.write_text('{"a": 1}\n{"a": \n', encoding="utf-8")
-    with pytest.raises(RubricError, match=r"broken\.jsonl:2: invalid JSON"):
+    with pytest.raises(JsonlError, match=r"broken\.jsonl:2: invalid JSON"):
         list(iter_jsonl(file))
     file.write_text('{"a": 1}\n[1, 2]\n', encoding="utf-8")
-    with pytest.raises(RubricError, match=r"broken\.jsonl:2: expected a JSON object, got list"):
+    with pytest.raises(JsonlError, match=r"broken\.jsonl:2: expected a JSON object, got list"):
         list(iter_jsonl(file))
 
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 import abc
 import csv
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -62,6 +61,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from rar_jax.io import iter_jsonl_values
 from rar_jax.rubrics.schema import RubricError
 
 logger = logging.getLogger(__name__)
@@ -111,21 +111,8 @@ class Row:
 
 
 def _jsonl_rows(path: pathlib.Path, name: str) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield Row(name, line_number, None,
-                          f"invalid JSON: {error.msg} (column {error.colno})")
-                continue
-            if not isinstance(value, dict):
-                yield Row(name, line_number, None,
-                          f"expected a JSON object, got {type(value).__name__}")
-                continue
-            yield Row(name, line_number, value)
+    for line_number, value, problem in iter_jsonl_values(path):
+        yield Row(name, line_number, None if problem else value, problem)
 
 
 def _to_python(value: Any) -> Any:
