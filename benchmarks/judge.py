@@ -127,7 +127,7 @@ def main() -> None:
     prompts, groups = judge_prompts(pairs)
     model, tokenizer = load_model_and_tokenizer(args.model)
     context_lengths = [
-        len(tokenizer.encode(tokenizer.apply_chat_template(p.messages, add_generation_prompt=True)))
+        len(tokenizer.encode_chat(p.messages))
         for p in prompts
     ]
     print(

@@ -72,10 +72,10 @@ def prompt_ids(tokenizer: Any, record: dict[str, Any]) -> list[int]:
     """Token ids of a record: its messages, or its prompt as one user message, through the chat
     template (a prompt is encoded as raw text when the tokenizer has no template)."""
     if "messages" in record:
-        return tokenizer.encode(tokenizer.apply_chat_template(record["messages"]))
+        return tokenizer.encode_chat(record["messages"])
     if tokenizer.chat_template is None:
         return tokenizer.encode(record["prompt"])
-    return tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": record["prompt"]}]))
+    return tokenizer.encode_chat([{"role": "user", "content": record["prompt"]}])
 
 
 def main(argv: Sequence[str]) -> None:

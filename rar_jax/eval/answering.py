@@ -91,8 +91,7 @@ class SamplerPolicy:
 
     def prompt_ids(self, conversation: Conversation) -> list[int]:
         """The chat-formatted prompt of one conversation as token ids."""
-        text = self.tokenizer.apply_chat_template(list(conversation), add_generation_prompt=True)
-        return self.tokenizer.encode(text)
+        return self.tokenizer.encode_chat(list(conversation))
 
     def answer(self, conversations: Sequence[Conversation]) -> PolicyAnswers:
         """Greedy answers, length-sorted batches, a tqdm bar over prompts."""

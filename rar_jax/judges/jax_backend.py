@@ -785,10 +785,7 @@ class JaxJudge:
         if self._generator is None:
             self._generator = SamplerGenerator(self.model, self.tokenizer)
         prompt_ids = [
-            self.tokenizer.encode(
-                self.tokenizer.apply_chat_template(prompt.messages, add_generation_prompt=True)
-            )
-            for prompt in prompts
+            self.tokenizer.encode_chat(prompt.messages) for prompt in prompts
         ]
         for start in range(0, count, self.batch_size):
             chunk = range(start, min(count, start + self.batch_size))
@@ -843,10 +840,7 @@ class JaxJudge:
         if self._text_sampler is None:
             self._text_sampler = Sampler(self.model, self.tokenizer)
         prompt_ids = [
-            self.tokenizer.encode(
-                self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
-            )
-            for messages in list_of_messages
+            self.tokenizer.encode_chat(list(messages)) for messages in list_of_messages
         ]
         key = jax.random.key(seed)
         texts: list[str] = []

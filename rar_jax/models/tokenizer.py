@@ -75,6 +75,13 @@ class Tokenizer:
         """Text of `ids`; with `skip_special_tokens` special tokens such as ``<|im_end|>`` are dropped."""
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
+    def encode_chat(
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+    ) -> list[int]:
+        """Token ids of a conversation rendered by the chat template: the one chat-to-ids path
+        of the project (policy prompts, judge prompts, the judge server, evaluation)."""
+        return self.encode(self.apply_chat_template(messages, add_generation_prompt))
+
     def apply_chat_template(
         self,
         messages: Sequence[Mapping[str, Any]],

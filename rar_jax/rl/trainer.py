@@ -84,8 +84,7 @@ class TrainSummary:
 
 def prompt_tokens(tokenizer: Any, example: Example) -> list[int]:
     """The chat-formatted prompt of ``example`` as token ids (generation prompt appended)."""
-    text = tokenizer.apply_chat_template(list(example.conversation), add_generation_prompt=True)
-    return tokenizer.encode(text)
+    return tokenizer.encode_chat(list(example.conversation))
 
 
 def assemble_batch(

@@ -30,6 +30,9 @@ class CharTokenizer:
     def encode(self, text):
         return [CHARS.index(ch) for ch in text]
 
+    def encode_chat(self, messages, add_generation_prompt=True):
+        return self.encode(self.apply_chat_template(messages, add_generation_prompt))
+
     def decode(self, ids, skip_special_tokens=False):
         return "".join(CHARS[i] for i in ids if not (skip_special_tokens and i < 2))
 
