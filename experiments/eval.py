@@ -82,11 +82,11 @@ def load_policy_and_judge(config: Any, *, needs_judge: bool = True) -> tuple[Any
     """The greedy policy (``model.*``) and the judge (``judge.*``; None when not needed).
 
     A JAX judge on the policy's own checkpoint shares the policy's loaded weights (nothing here
-    changes them).
+    changes them); see :func:`rar_jax.judges.factory.build_judge`.
     """
     from rar_jax.eval.answering import SamplerPolicy
-    from rar_jax.judges.rewards import make_judge_backend
-    from rar_jax.models.loading import load_from_config, load_model_and_tokenizer
+    from rar_jax.judges.factory import build_judge
+    from rar_jax.models.loading import load_from_config
 
     model, tokenizer = load_from_config(config.model)
     logging.info("policy %s (%s)", config.model.source, model.config.architecture)
@@ -94,16 +94,7 @@ def load_policy_and_judge(config: Any, *, needs_judge: bool = True) -> tuple[Any
                            max_new_tokens=config.eval.max_new_tokens)
     if not needs_judge:
         return policy, None
-    if config.judge.backend != "jax":
-        return policy, make_judge_backend(config)
-    if config.judge.model_source == config.model.source:
-        judge_model, judge_tokenizer = model, tokenizer
-    else:
-        judge_model, judge_tokenizer = load_model_and_tokenizer(
-            config.judge.model_source, dtype=config.model.dtype,
-            param_dtype=config.model.param_dtype,
-        )
-    return policy, make_judge_backend(config, model=judge_model, tokenizer=judge_tokenizer)
+    return policy, build_judge(config, policy=(model, tokenizer))
 
 
 def judge_chunk_size(config: Any) -> int:

@@ -288,12 +288,13 @@ def main(argv: Sequence[str]) -> None:
     import tqdm
 
     from rar_jax.judges import prompts
-    from rar_jax.judges.rewards import make_judge_backend, make_reward_fn
+    from rar_jax.judges.factory import build_judge
+    from rar_jax.judges.rewards import make_reward_fn
 
     method = config.reward.method
     templates = config.judge.templates_dir or None
     predefined_size = len(prompts.predefined_rubric(templates)) if method == "rar_predefined" else 0
-    backend = make_judge_backend(config)
+    backend = build_judge(config)
     reward_fn = make_reward_fn(config, backend)
     output_path = pathlib.Path(_OUTPUT.value)
     output_path.parent.mkdir(parents=True, exist_ok=True)

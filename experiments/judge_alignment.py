@@ -111,31 +111,24 @@ class Pair:
 
 
 class Backends:
-    """Judge backends by spec, sharing one loaded copy of each JAX model."""
+    """Judge backends by spec (``rar_jax.judges.factory.build_judge`` loads each JAX model once)."""
 
     def __init__(self, config: Any):
         self.config = config
-        self._models: dict[str, tuple[Any, Any]] = {}
 
     def get(self, spec: alignment.ModelSpec) -> Any:
         """The backend of ``spec`` with the config's ``judge.*`` options."""
-        from rar_jax.judges.rewards import make_judge_backend
+        from rar_jax.judges.factory import build_judge
 
         config = copy.deepcopy(self.config)
         if spec.kind == "http":
             config.judge.backend = "http"
             config.judge.http.base_url = spec.base_url
             config.judge.http.model = spec.model
-            return make_judge_backend(config)
-        config.judge.backend = "jax"
-        config.judge.model_source = spec.source
-        if spec.source not in self._models:
-            from rar_jax.models.loading import load_model_and_tokenizer
-
-            logging.info("loading %s", spec.source)
-            self._models[spec.source] = load_model_and_tokenizer(spec.source)
-        model, tokenizer = self._models[spec.source]
-        return make_judge_backend(config, model=model, tokenizer=tokenizer)
+        else:
+            config.judge.backend = "jax"
+            config.judge.model_source = spec.source
+        return build_judge(config)
 
 
 def make_perturbations(

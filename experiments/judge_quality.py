@@ -187,9 +187,9 @@ def main(argv: Sequence[str]) -> None:
     for name, pair_set in pair_sets.items():
         logging.info("%s: %d pairs from %s", name, len(pair_set.pairs), pair_set.source)
 
-    from rar_jax.judges.rewards import make_judge_backend
+    from rar_jax.judges.factory import build_judge
 
-    backend = make_judge_backend(config)
+    backend = build_judge(config)
     templates_dir = config.judge.templates_dir or None
     report: dict[str, Any] = {
         "judge": judge_description(config),

@@ -273,9 +273,9 @@ def main(argv: Sequence[str]) -> None:
     failures_path = pathlib.Path(
         _FAILURES.value or output.with_name(output.name.removesuffix(".jsonl") + ".failures.jsonl")
     )
-    from rar_jax.judges.rewards import make_judge_backend
+    from rar_jax.judges.factory import build_judge
 
-    backend = make_judge_backend(config)
+    backend = build_judge(config)
     generate_rubrics(
         backend,
         questions,

@@ -36,9 +36,9 @@ from rar_jax.data.examples import Example
 from rar_jax.data.sources import load_examples
 from rar_jax.eval.plots import plot_reward_curve
 from rar_jax.io import write_json
-from rar_jax.judges.rewards import make_judge_backend, make_reward_fn
-from rar_jax.models.loading import export_hf, load_from_config, load_model_and_tokenizer
-from rar_jax.parallel import make_mesh
+from rar_jax.judges.factory import build_judge
+from rar_jax.judges.rewards import make_reward_fn
+from rar_jax.models.loading import export_hf, load_from_config
 from rar_jax.rl.trainer import GRPOTrainer, TrainSummary, prompt_tokens
 
 _CONFIG = rar_config.define_config_flag()
@@ -155,28 +155,6 @@ def read_train_and_eval(
     )
 
 
-def load_judge(config: config_dict.ConfigDict, policy_devices: Sequence[jax.Device],
-               judge_devices: Sequence[jax.Device]):
-    """The judge backend named by ``judge.backend``. The jax judge loads ``judge.model_source``
-    (in ``model.dtype`` / ``model.param_dtype``, attention in ``model.attention_chunk`` query
-    blocks) onto its own devices, tensor-parallel, or, with
-    ``judge.devices = 0``, sharded like the policy over the policy's mesh. It is a separate copy
-    even when it is the policy's checkpoint: the policy's weights change, the judge's must not."""
-    judge = config.judge
-    if judge.backend != "jax":
-        return make_judge_backend(config)
-    if judge_devices:
-        mesh = make_mesh(1, 1, len(judge_devices), devices=judge_devices)
-    else:
-        mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor,
-                         devices=policy_devices)
-    model, tokenizer = load_model_and_tokenizer(
-        judge.model_source, mesh=mesh, dtype=config.model.dtype,
-        param_dtype=config.model.param_dtype, attention_chunk=config.model.attention_chunk,
-    )
-    return make_judge_backend(config, model=model, tokenizer=tokenizer)
-
-
 def criteria_check(config: config_dict.ConfigDict, backend: Any, eval_examples: Sequence[Example]):
     """The per-criterion check of held-out answers (``train.eval_criteria``): the ``rar_explicit``
     reward with the run's judge and aggregation options, or None when it is off, there is no
@@ -257,7 +235,8 @@ def train(config: config_dict.ConfigDict) -> TrainSummary:
     policy, tokenizer = load_from_config(config.model)
     train_examples, eval_examples = read_train_and_eval(config, tokenizer)
     logging.info("%d training and %d held-out examples", len(train_examples), len(eval_examples))
-    backend = load_judge(config, policy_devices, judge_devices)
+    backend = build_judge(config, devices=judge_devices or None, policy=(policy, tokenizer),
+                          policy_is_trained=True)
     trainer = GRPOTrainer(
         config,
         policy=policy,

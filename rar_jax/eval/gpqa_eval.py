@@ -44,7 +44,7 @@ import numpy as np
 
 from rar_jax.data.sources import GPQA_LETTERS, GPQA_TEMPLATE
 from rar_jax.eval.answering import Policy
-from rar_jax.judges.jax_backend import TextGenerationBackend
+from rar_jax.judges.backend import TextGenerationBackend
 from rar_jax.judges import parsing, prompts
 
 __all__ = [

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import jax
@@ -77,7 +77,6 @@ __all__ = [
     "Judgments",
     "SamplerGenerator",
     "ScoringStats",
-    "TextGenerationBackend",
     "TextGenerator",
     "TokenizedVerdictPrompt",
     "VerdictOptions",
@@ -438,23 +437,6 @@ class GenerationResult:
     texts: list[str]
     finish_reasons: list[str]
     errors: list[str | None] | None = None
-
-
-class TextGenerationBackend(Protocol):
-    """A judge backend that writes replies to chat conversations (``JaxJudge`` and
-    ``rar_jax.judges.rewards.HttpJudgeBackend``): rubric generation, the HealthBench grader, the
-    GPQA verifier."""
-
-    def generate_texts(
-        self,
-        list_of_messages: Sequence[Sequence[Mapping[str, str]]],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ) -> GenerationResult:
-        """Replies to chat conversations, in input order."""
-        ...
 
 
 class TextGenerator(Protocol):

@@ -42,37 +42,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from ml_collections import config_dict
 
 from rar_jax.judges import aggregation, parsing, prompts
-from rar_jax.judges.http_backend import Completion, HttpJudgeClient, HttpJudgeConfig
-from rar_jax.judges.jax_backend import SCORING_MODES, GenerationResult, JaxJudge, Judgments
+from rar_jax.judges.backend import JudgeBackend
+from rar_jax.judges.http_backend import Completion, HttpJudgeClient
+from rar_jax.judges.jax_backend import GenerationResult, Judgments
 from rar_jax.judges.prompts import JudgePrompt
 from rar_jax.rubrics.schema import Rubric, rubric_arrays
 
 __all__ = [
-    "JUDGE_BACKENDS",
     "REWARD_METHODS",
     "HttpJudgeBackend",
-    "JudgeBackend",
     "JudgeExample",
     "RewardOutput",
     "RewardSettings",
     "compute_rewards",
-    "make_judge_backend",
     "make_reward_fn",
     "reward_settings",
 ]
 
 logger = logging.getLogger(__name__)
 
-JUDGE_BACKENDS = ("jax", "http")
 ChatMessage = Mapping[str, str]
 
 
@@ -119,22 +115,6 @@ class RewardOutput:
     reasons: list[str | None]
     ratings: np.ndarray | None
     verdict_mass: np.ndarray
-
-
-class JudgeBackend(Protocol):
-    """Judges m prompts; one value or one reason each (see :class:`Judgments`)."""
-
-    def score_binary(
-        self, prompts: Sequence[JudgePrompt], groups: Sequence[int] | None = None
-    ) -> Judgments:
-        """P(true) (or a parsed 1.0 / 0.0) per prompt; ``groups`` marks prompts sharing a prefix."""
-        ...
-
-    def score_rating(
-        self, prompts: Sequence[JudgePrompt], groups: Sequence[int] | None = None
-    ) -> Judgments:
-        """A 1-10 rating (expected or parsed) per prompt."""
-        ...
 
 
 class HttpJudgeBackend:
@@ -594,63 +574,3 @@ def make_reward_fn(
         return compute_rewards(method, examples, answers, backend, settings)
 
     return reward_fn
-
-
-def _http_config(section: config_dict.ConfigDict) -> HttpJudgeConfig:
-    values = dict(section)
-    if "cache_dir" in values and not values["cache_dir"]:
-        values["cache_dir"] = None
-    fields = {field.name for field in dataclasses.fields(HttpJudgeConfig)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(
-            f"config section 'judge.http': unknown keys {', '.join(unknown)}; expected "
-            f"{', '.join(sorted(fields))}"
-        )
-    return HttpJudgeConfig(**values)
-
-
-def make_judge_backend(
-    config: config_dict.ConfigDict,
-    *,
-    model: Any = None,
-    tokenizer: Any = None,
-) -> JudgeBackend:
-    """The judge named by ``judge.backend``.
-
-    ``"jax"``: a :class:`JaxJudge` over ``model`` / ``tokenizer`` (default: loaded from
-    ``judge.model_source`` with ``rar_jax.models.load_model_and_tokenizer``), with
-    ``judge.scoring``, ``judge.prefix_reuse``, ``judge.batch_size``, ``judge.max_tokens`` and
-    ``judge.min_verdict_mass``. ``"http"``: an :class:`HttpJudgeBackend` over an
-    :class:`HttpJudgeClient` built from the ``judge.http`` section, with ``judge.max_tokens``.
-    """
-    judge = config.judge
-    if judge.backend not in JUDGE_BACKENDS:
-        raise ValueError(
-            f"config key 'judge.backend' is {judge.backend!r}; expected one of "
-            f"{', '.join(JUDGE_BACKENDS)}"
-        )
-    if judge.backend == "http":
-        return HttpJudgeBackend(
-            HttpJudgeClient(_http_config(judge.http)), max_tokens=judge.max_tokens
-        )
-    if judge.scoring not in SCORING_MODES:
-        raise ValueError(
-            f"config key 'judge.scoring' is {judge.scoring!r}; expected one of "
-            f"{', '.join(SCORING_MODES)}"
-        )
-    if model is None or tokenizer is None:
-        from rar_jax.models.loading import load_model_and_tokenizer
-
-        model, tokenizer = load_model_and_tokenizer(judge.model_source)
-    if not math.isfinite(judge.min_verdict_mass):
-        raise ValueError("config key 'judge.min_verdict_mass' must be a finite number in [0, 1]")
-    return JaxJudge(
-        model,
-        tokenizer,
-        scoring=judge.scoring,
-        prefix_reuse=bool(judge.prefix_reuse),
-        batch_size=int(judge.batch_size),
-        max_tokens=int(judge.max_tokens),
-        min_verdict_mass=float(judge.min_verdict_mass),
-    )

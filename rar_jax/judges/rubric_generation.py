@@ -39,7 +39,7 @@ from typing import Any
 
 from rar_jax.data.examples import ChatMessage, optional_text, parse_conversation
 from rar_jax.judges import parsing, prompts
-from rar_jax.judges.jax_backend import TextGenerationBackend
+from rar_jax.judges.backend import TextGenerationBackend
 from rar_jax.rubrics.readers import rubric_from_rar_record
 from rar_jax.rubrics.schema import Category, Polarity, RubricError, split_category_prefix
 

@@ -18,6 +18,7 @@ from ml_collections import config_dict
 from rar_jax.config import base_config
 from rar_jax.data.examples import read_examples
 from rar_jax.judges import prompts
+from rar_jax.judges.factory import build_judge
 from rar_jax.judges.jax_backend import BINARY_OPTIONS, RATING_OPTIONS, JaxJudge, Judgments
 from rar_jax.judges.rewards import (
     REWARD_METHODS,
@@ -25,7 +26,6 @@ from rar_jax.judges.rewards import (
     JudgeExample,
     RewardSettings,
     compute_rewards,
-    make_judge_backend,
     make_reward_fn,
 )
 from rar_jax.rubrics.readers import rubric_from_healthbench_record
@@ -411,7 +411,7 @@ def test_http_backend_rewards_and_failures(medicine, no_api_key):
         config = make_config("rar_explicit", backend="http")
         config.judge.http.base_url = server.base_url
         config.judge.max_tokens = 32
-        backend = make_judge_backend(config)
+        backend = build_judge(config)
         assert isinstance(backend, HttpJudgeBackend) and backend.max_tokens == 32
         assert backend.client.config.cache_dir is None
         assert backend.client.config.base_url == server.base_url
@@ -464,7 +464,7 @@ def test_http_backend_rewards_and_failures(medicine, no_api_key):
         server.stop()
 
 
-def test_make_judge_backend_reads_the_jax_options(no_api_key):
+def test_build_judge_reads_the_jax_options(no_api_key):
     from test_jax_backend import make_tiny_model
 
     from rar_jax.models import Tokenizer
@@ -474,7 +474,7 @@ def test_make_judge_backend_reads_the_jax_options(no_api_key):
     config = make_config(
         scoring="generate", prefix_reuse=False, batch_size=3, max_tokens=9, min_verdict_mass=0.25
     )
-    judge = make_judge_backend(config, model=model, tokenizer=tokenizer)
+    judge = build_judge(config, policy=(model, tokenizer))
     assert isinstance(judge, JaxJudge)
     assert (judge.scoring, judge.prefix_reuse, judge.batch_size, judge.max_tokens) == (
         "generate",
@@ -484,14 +484,14 @@ def test_make_judge_backend_reads_the_jax_options(no_api_key):
     )
     assert judge.min_verdict_mass == 0.25
     with pytest.raises(ValueError, match="judge.backend"):
-        make_judge_backend(make_config(backend="grpc"), model=model, tokenizer=tokenizer)
+        build_judge(make_config(backend="grpc"), policy=(model, tokenizer))
     with pytest.raises(ValueError, match="judge.scoring"):
-        make_judge_backend(make_config(scoring="logits"), model=model, tokenizer=tokenizer)
+        build_judge(make_config(scoring="logits"), policy=(model, tokenizer))
     with pytest.raises(FileNotFoundError, match="no-such-judge"):
-        make_judge_backend(make_config(model_source="/tmp/no-such-judge"))
+        build_judge(make_config(model_source="/tmp/no-such-judge"))
 
     # The JAX path end to end: rewards are the aggregation of the judge's own P(true) / ratings.
-    judge = make_judge_backend(make_config(batch_size=8), model=model, tokenizer=tokenizer)
+    judge = build_judge(make_config(batch_size=8), policy=(model, tokenizer))
     example = JudgeExample(
         ({"role": "user", "content": "Is a fever of 38.5 C in an adult dangerous?"},),
         prompts.predefined_rubric(),
