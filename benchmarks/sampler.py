@@ -42,8 +42,9 @@ import numpy as np
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from rar_jax.models.batching import bucket_size  # noqa: E402
 from rar_jax.models.loading import export_hf, load_model_and_tokenizer  # noqa: E402
-from rar_jax.models.sampler import Sampler, SamplingParams, bucket_size  # noqa: E402
+from rar_jax.models.sampler import Sampler, SamplingParams  # noqa: E402
 
 TUNIX_REQUIREMENT = "google-tunix==0.1.7"
 WORKER = REPO_ROOT / "benchmarks" / "tunix_sampler_worker.py"

@@ -65,6 +65,7 @@ from flax import nnx
 from rar_jax.judges import parsing
 from rar_jax.judges.aggregation import expected_rating
 from rar_jax.judges.prompts import JudgePrompt
+from rar_jax.models.batching import bucket_size, left_pad
 from rar_jax.models.decoder import Decoder, KVCache, init_cache
 
 __all__ = [
@@ -80,7 +81,6 @@ __all__ = [
     "TextGenerator",
     "TokenizedVerdictPrompt",
     "VerdictOptions",
-    "bucket_length",
     "digit_start_mask",
     "row_buckets",
     "shared_prefix_length",
@@ -253,17 +253,6 @@ def digit_start_mask(tokenizer: Any, vocab_size: int) -> np.ndarray:
     return mask
 
 
-def bucket_length(value: int, buckets: Sequence[int] = LENGTH_BUCKETS) -> int:
-    """The smallest bucket >= value; beyond the largest, the next multiple of the largest."""
-    if value < 1:
-        raise ValueError(f"bucket_length: expected a length >= 1, got {value}")
-    for bucket in buckets:
-        if bucket >= value:
-            return int(bucket)
-    largest = buckets[-1]
-    return int(-(-value // largest) * largest)
-
-
 def row_buckets(batch_size: int) -> tuple[int, ...]:
     """Row counts a chunk is padded to: powers of two below ``batch_size``, then ``batch_size``."""
     sizes, size = [], 1
@@ -272,32 +261,6 @@ def row_buckets(batch_size: int) -> tuple[int, ...]:
         size *= 2
     sizes.append(batch_size)
     return tuple(sizes)
-
-
-def _left_pad(
-    sequences: Sequence[Sequence[int]],
-    start_positions: Sequence[int],
-    length: int,
-    rows: int,
-    pad_id: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Left-pads id lists into [rows, length]; filler rows get one real pad token.
-
-    Returns:
-        tokens int32[rows, length], positions int32[rows, length] (``start_positions[r]`` at a
-        row's first real token, 0 on padding), mask bool[rows, length].
-    """
-    tokens = np.full((rows, length), pad_id, np.int32)
-    positions = np.zeros((rows, length), np.int32)
-    mask = np.zeros((rows, length), bool)
-    for row in range(rows):
-        ids = list(sequences[row]) if row < len(sequences) else [pad_id]
-        start = int(start_positions[row]) if row < len(sequences) else 0
-        count = len(ids)
-        tokens[row, length - count :] = ids
-        positions[row, length - count :] = start + np.arange(count)
-        mask[row, length - count :] = True
-    return tokens, positions, mask
 
 
 def _project_log_softmax(model: Decoder, hidden: jax.Array) -> jax.Array:
@@ -495,7 +458,7 @@ class JaxJudge:
         generator: the :class:`TextGenerator` for generate mode; default a
             :class:`SamplerGenerator` over ``model`` (created on first use).
         length_buckets: increasing context lengths rows are padded up to (see
-            :func:`bucket_length`).
+            :func:`~rar_jax.models.batching.bucket_size`).
     """
 
     def __init__(
@@ -645,11 +608,9 @@ class JaxJudge:
         for start in range(0, len(with_prefix), self.batch_size):
             chunk = with_prefix[start : start + self.batch_size]
             prefixes = [prefix_of[g] for g in chunk]
-            length = bucket_length(max(len(p) for p in prefixes), self.length_buckets)
+            length = bucket_size(max(len(p) for p in prefixes), self.length_buckets)
             rows = self._row_bucket(len(chunk))
-            tokens, positions, mask = _left_pad(
-                prefixes, [0] * len(chunk), length, rows, self.tokenizer.pad_id
-            )
+            tokens, positions, mask = left_pad(prefixes, length, rows, self.tokenizer.pad_id)
             cache = self._prefill(
                 self.graphdef,
                 self.params,
@@ -687,10 +648,10 @@ class JaxJudge:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             suffixes = [tokenized[indices[j]].context[skips[j] :] for j in chunk]
-            length = bucket_length(max(len(s) for s in suffixes), self.length_buckets)
+            length = bucket_size(max(len(s) for s in suffixes), self.length_buckets)
             rows = self._row_bucket(len(chunk))
-            tokens, positions, mask = _left_pad(
-                suffixes, [skips[j] for j in chunk], length, rows, pad_id
+            tokens, positions, mask = left_pad(
+                suffixes, length, rows, pad_id, [skips[j] for j in chunk]
             )
             option_tokens = np.full((rows, num_options, option_length), pad_id, np.int32)
             option_mask = np.zeros((rows, num_options, option_length), bool)

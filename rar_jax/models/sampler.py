@@ -55,6 +55,7 @@ import numpy as np
 from flax import nnx
 
 from rar_jax.models import layers as L
+from rar_jax.models.batching import bucket_size, left_pad
 from rar_jax.models.config import rope_inverse_frequencies
 from rar_jax.models.decoder import Decoder
 
@@ -209,55 +210,6 @@ class DecodeState(NamedTuple):
 
 
 # ------------------------------------------------------------------------------- pure helpers
-def bucket_size(value: int, buckets: Sequence[int], multiple_of: int = 1) -> int:
-    """The smallest bucket >= value (beyond the largest: the next multiple of the largest), rounded
-    up to a multiple of `multiple_of`.
-
-    Args:
-        value: a length or batch size (>= 1).
-        buckets: increasing positive sizes.
-        multiple_of: e.g. the number of data-parallel devices, so the batch divides evenly.
-    """
-    if value < 1:
-        raise ValueError(f"bucket_size: value must be >= 1, got {value}")
-    if not buckets or any(b < 1 for b in buckets) or list(buckets) != sorted(buckets):
-        raise ValueError(f"buckets must be increasing positive integers, got {tuple(buckets)}")
-    size = next((b for b in buckets if b >= value), None)
-    if size is None:
-        largest = buckets[-1]
-        size = -(-value // largest) * largest
-    return -(-size // multiple_of) * multiple_of
-
-
-def left_pad(
-    prompts: Sequence[Sequence[int]], length: int, batch: int, pad_id: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Left-pad token id lists into a [batch, length] block.
-
-    Rows past ``len(prompts)`` are filler: a single pad token marked real (so no row is empty).
-
-    Args:
-        prompts: token id lists, each of length 1 .. `length`.
-        length: padded length.
-        batch: padded number of rows (>= len(prompts)).
-        pad_id: id written into padding slots.
-
-    Returns:
-        tokens int32[batch, length], positions int32[batch, length] (0 at each row's first real
-        token, 0 on padding), mask bool[batch, length] (True on real tokens).
-    """
-    tokens = np.full((batch, length), pad_id, np.int32)
-    positions = np.zeros((batch, length), np.int32)
-    mask = np.zeros((batch, length), bool)
-    for row in range(batch):
-        ids = list(prompts[row]) if row < len(prompts) else [pad_id]
-        n = len(ids)
-        tokens[row, length - n:] = ids
-        positions[row, length - n:] = np.arange(n)
-        mask[row, length - n:] = True
-    return tokens, positions, mask
-
-
 def sample_next_tokens(
     logits: jax.Array,
     key: jax.Array,

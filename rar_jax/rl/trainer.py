@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 from rar_jax import checkpoint as checkpoint_lib
 from rar_jax import metrics as metrics_lib
 from rar_jax.data.examples import Example, ExampleStream
-from rar_jax.models.sampler import Sampler, SamplingParams, bucket_size
+from rar_jax.models.batching import bucket_size
+from rar_jax.models.sampler import Sampler, SamplingParams
 from rar_jax.parallel import make_mesh, param_shardings
 from rar_jax.rl import grpo, train_step
 from rar_jax.rubrics.schema import CATEGORY_IDS, Category, rubric_arrays

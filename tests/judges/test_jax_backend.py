@@ -21,7 +21,6 @@ from rar_jax.judges.jax_backend import (
     GenerationResult,
     JaxJudge,
     VerdictOptions,
-    bucket_length,
     digit_start_mask,
     row_buckets,
     shared_prefix_length,
@@ -178,10 +177,6 @@ def brute(model, tokenizer) -> BruteForce:
 def test_helpers_pad_and_share():
     assert shared_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
     assert shared_prefix_length([[5], [6]]) == 0
-    assert bucket_length(1) == 16
-    assert bucket_length(17) == 24
-    assert bucket_length(513) == 768
-    assert bucket_length(8193) == 16384
     assert row_buckets(12) == (1, 2, 4, 8, 12)
     assert row_buckets(1) == (1,)
 

@@ -20,9 +20,7 @@ from rar_jax.models.sampler import (
     FINISH_STOP_STRING,
     Sampler,
     SamplingParams,
-    bucket_size,
     find_stop_string,
-    left_pad,
     sample_next_tokens,
 )
 from tiny_checkpoint import byte_tokenizer
@@ -70,27 +68,6 @@ def greedy_reference(model, prompt: list[int], steps: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------ pure helpers
-def test_bucket_size():
-    assert bucket_size(1, (32, 64)) == 32
-    assert bucket_size(32, (32, 64)) == 32
-    assert bucket_size(33, (32, 64)) == 64
-    assert bucket_size(65, (32, 64)) == 128  # beyond the largest: multiples of it
-    assert bucket_size(130, (32, 64)) == 192
-    assert bucket_size(3, (1, 2, 4), multiple_of=8) == 8
-    assert bucket_size(5, (4, 12), multiple_of=8) == 16
-    with pytest.raises(ValueError, match="increasing"):
-        bucket_size(3, (8, 4))
-
-
-def test_left_pad():
-    tokens, positions, mask = left_pad([[7, 8, 9], [5]], length=4, batch=3, pad_id=0)
-    np.testing.assert_array_equal(tokens, [[0, 7, 8, 9], [0, 0, 0, 5], [0, 0, 0, 0]])
-    np.testing.assert_array_equal(positions, [[0, 0, 1, 2], [0, 0, 0, 0], [0, 0, 0, 0]])
-    np.testing.assert_array_equal(
-        mask, [[False, True, True, True], [False, False, False, True], [False, False, False, True]]
-    )
-
-
 def test_find_stop_string():
     assert find_stop_string("abc\nUser: x", ["User:", "\n"]) == 3
     assert find_stop_string("abc", ["z"]) == -1
