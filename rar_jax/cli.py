@@ -52,7 +52,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 CONFIG_DOCS = (
     "Config options (--config.<key>=<value>): every key is declared, with a one-line comment, in "
-    "configs/base.py; README.md's 'Configs' section explains the main choices."
+    "rar_jax/config/base.py; README.md's 'Configs' section explains the main choices."
 )
 
 

@@ -21,9 +21,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("parallel",),
     ("models",),
     ("judges",),
-    ("checkpoint", "metrics", "run_lock", "config"),
+    ("checkpoint", "metrics", "run_lock"),
     ("rl", "eval"),
-    ("serving", "aot"),
+    ("config", "serving", "aot"),
     ("cli",),
     ("experiments",),
 )

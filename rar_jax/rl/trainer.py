@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 _PITFALL_ID = CATEGORY_IDS[Category.PITFALL]
 
+# Where pi_old comes from (rl.old_logprobs): the current policy (on-policy, one update per batch),
+# the sampler's own log-probs, or a separate forward pass before the updates.
+OLD_LOGPROB_SOURCES = ("current", "sampler", "recompute")
+
 
 class RewardResult(Protocol):
     """What a reward function returns (see ``rar_jax.judges.rewards``)."""

@@ -1,15 +1,17 @@
-"""Configuration: the command-line flag and the validation every entry point runs first.
+"""Configuration: the schema, the command-line flag and the validation every entry point runs first.
 
-Configs are ``ml_collections.ConfigDict`` objects built by Python files in ``configs/`` (each
-starts from ``configs/base.py``). Entry points declare the flag with :func:`define_config_flag`
-and call :func:`validate` before building anything, so a typo or a contradictory setting fails
-in a second with the key named, not minutes later inside a compiled step.
+Configs are ``ml_collections.ConfigDict`` objects. The schema, every option with a one-line
+comment, is :mod:`rar_jax.config.base` (inside the package, so an installed rar-jax has it);
+experiment files in ``configs/`` start from :func:`base_config` and override what they change.
+Entry points declare the flag with :func:`define_config_flag` and call :func:`validate` before
+building anything, so a typo or a contradictory setting fails in a second with the key named,
+not minutes later inside a compiled step. The allowed values of a choice option are the keys of
+the registry that the code reading the option dispatches on (:data:`CHOICES`).
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import math
 import pathlib
 from collections.abc import Iterator, Mapping
@@ -20,38 +22,45 @@ from ml_collections import config_dict, config_flags
 
 from rar_jax.parallel.sharding import mesh_shape
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-BASE_CONFIG_PATH = REPO_ROOT / "configs" / "base.py"
+# The schema's file: also a config file for --config (the default of the commands that need no
+# experiment file).
+BASE_CONFIG_PATH = pathlib.Path(__file__).resolve().with_name("base.py")
 
-# Allowed values of every choice option. Kept next to validation; each name is what the code
-# that reads the option dispatches on (the registries there are checked against this table by
-# tests/test_config.py, so the two cannot drift apart).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.param_dtype": ("float32", "bfloat16", "float16"),
-    "model.remat_policy": ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"),
-    "rl.old_logprobs": ("current", "sampler", "recompute"),
-    "rl.advantage.scale": ("group_std", "batch_std", "none"),
-    "rl.loss.aggregation": ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"),
-    "rl.loss.importance_ratio": ("token", "sequence"),
-    "rl.kl.estimator": ("k1", "k2", "k3"),
-    "rubric.pitfall_polarity": ("negative", "positive"),
-    "rubric.ablation": ("all", "essential_only", "no_pitfalls"),
-    "reward.explicit_normalization": ("category_weights", "signed_abs"),
-    "reward.rating_normalization": ("min_max", "over_max"),
-    "reward.method": (
-        "direct_likert",
-        "reference_likert",
-        "rar_predefined",
-        "rar_explicit",
-        "rar_implicit",
-        "healthbench_points",
-    ),
-    "data.format": ("healthbench", "rar", "kqa"),
-    "judge.backend": ("jax", "http"),
-    "judge.scoring": ("verdict_probs", "generate"),
-    "eval.grader_scoring": ("generate", "verdict_probs"),
-}
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Option -> its allowed values: the names of the registry that the reading code dispatches
+    on, so adding a registry entry (a reward method, a loss aggregation) makes it a valid choice."""
+    from rar_jax.data import examples
+    from rar_jax.eval import healthbench_eval
+    from rar_jax.judges import aggregation, factory, jax_backend, rewards
+    from rar_jax.models import config as model_config
+    from rar_jax.rl import advantages, losses, trainer
+    from rar_jax.rubrics import ablations, schema
+
+    registries: dict[str, Any] = {
+        "model.dtype": model_config.SUPPORTED_DTYPES,
+        "model.param_dtype": model_config.SUPPORTED_DTYPES,
+        "model.remat_policy": model_config.REMAT_POLICIES,
+        "rl.old_logprobs": trainer.OLD_LOGPROB_SOURCES,
+        "rl.advantage.scale": advantages.ADVANTAGE_SCALES,
+        "rl.loss.aggregation": losses.LOSS_AGGREGATIONS,
+        "rl.loss.importance_ratio": losses.IMPORTANCE_RATIOS,
+        "rl.kl.estimator": losses.KL_ESTIMATORS,
+        "rubric.pitfall_polarity": [polarity.value for polarity in schema.Polarity],
+        "rubric.ablation": ablations.RUBRIC_ABLATIONS,
+        "reward.explicit_normalization": aggregation.EXPLICIT_NORMALIZATIONS,
+        "reward.rating_normalization": aggregation.RATING_NORMALIZATIONS,
+        "reward.method": rewards.REWARD_METHODS,
+        "data.format": examples.EXAMPLE_READERS,
+        "judge.backend": factory.JUDGE_BACKENDS,
+        "judge.scoring": jax_backend.SCORING_MODES,
+        "eval.grader_scoring": healthbench_eval.GRADER_SCORING_MODES,
+    }
+    return {key: tuple(registry) for key, registry in registries.items()}
+
+
+CHOICES: dict[str, tuple[str, ...]] = _choices()
 
 
 class ConfigError(ValueError):
@@ -59,13 +68,10 @@ class ConfigError(ValueError):
 
 
 def base_config() -> config_dict.ConfigDict:
-    """Returns ``configs/base.py``'s config: the schema every config is checked against."""
-    spec = importlib.util.spec_from_file_location("rar_jax_base_config", BASE_CONFIG_PATH)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"cannot load the base config {BASE_CONFIG_PATH}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    """The schema every config is checked against, with its defaults (:mod:`rar_jax.config.base`)."""
+    from rar_jax.config import base
+
+    return base.get_config()
 
 
 def define_config_flag(default: str | None = None) -> flags.FlagHolder:
@@ -110,7 +116,7 @@ def _check_schema(config: config_dict.ConfigDict, schema: config_dict.ConfigDict
             )
     for key in expected:
         if key not in given:
-            errors.append(f"config key '{key}' is missing (declared in configs/base.py)")
+            errors.append(f"config key '{key}' is missing (declared in rar_jax/config/base.py)")
     return errors
 
 
