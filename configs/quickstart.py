@@ -17,13 +17,15 @@ judge, point ``judge`` at an OpenAI-compatible server or a local HF checkpoint:
 """
 
 from rar_jax.config import base_config
+from rar_jax.data.shared import shared_data_dir
 
 
 def get_config():
     config = base_config()
     config.output_dir = "runs/quickstart"
     config.data.format = "healthbench"
-    config.data.train_path = "../shared/data/healthbench/oss_eval_first100.jsonl"
+    # $RAR_SHARED_DATA, else ../shared/data beside the checkout this file is in.
+    config.data.train_path = str(shared_data_dir(__file__) / "healthbench/oss_eval_first100.jsonl")
     config.data.eval_size = 2
     config.data.max_rubric_chars = 1200  # Short rubrics: the judge reads one per answer.
 

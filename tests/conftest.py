@@ -4,17 +4,14 @@ The data is read from ``../shared/data`` beside the repository root (read-only i
 ``RAR_SHARED_DATA`` overrides the location.
 """
 
-import os
 import pathlib
 
 import pytest
 
 from fake_openai_server import FakeOpenAIServer
+from rar_jax.data.shared import shared_data_dir
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(
-      os.environ.get("RAR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")
-)
+SHARED_DATA = shared_data_dir()
 
 
 @pytest.fixture(scope="session")
