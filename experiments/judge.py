@@ -278,11 +278,9 @@ def main(argv: Sequence[str]) -> None:
     if _BATCH_SIZE.value < 1:
         raise app.UsageError(f"--batch_size must be >= 1, got {_BATCH_SIZE.value}")
     config = _CONFIG.value
-    try:
-        rar_config.validate(config)
-        records = read_judge_records(_INPUT.value, config, _LIMIT.value)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"rar-judge: {error}") from None
+    rar_config.validate(config)
+    cli.check_inputs(config, cli.model_input_keys(config, policy=False))
+    records = read_judge_records(_INPUT.value, config, _LIMIT.value)
     logging.info("read %d records from %s", len(records), _INPUT.value)
 
     import tqdm

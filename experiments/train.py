@@ -212,17 +212,11 @@ def summary_text(summary: TrainSummary, output_dir: pathlib.Path) -> str:
     return "\n".join(lines)
 
 
-def input_keys(config: config_dict.ConfigDict) -> tuple[str, ...]:
-    """Config keys naming files or folders this run reads (checked before anything loads)."""
-    keys = ("data.train_path", "data.eval_path", "model.source")
-    return keys + ("judge.model_source",) if config.judge.backend == "jax" else keys
-
-
 def train(config: config_dict.ConfigDict) -> TrainSummary:
     """Runs the whole job for a config (see the module docstring) and returns its summary."""
     initialize_distributed(config)
     rar_config.validate(config, num_devices=jax.device_count())
-    cli.check_inputs(config, input_keys(config))
+    cli.check_inputs(config, ("data.train_path", "data.eval_path") + cli.model_input_keys(config))
     output_dir = pathlib.Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")

@@ -169,3 +169,10 @@ def check_inputs(config: Any, keys: Sequence[str]) -> None:
         raise UserError(
             "input not found: " + "; ".join(missing) + " (check the path, or the current directory)"
         )
+
+
+def model_input_keys(config: Any, *, policy: bool = True) -> tuple[str, ...]:
+    """The config keys naming model checkpoints a command loads: ``model.source`` (with
+    ``policy``) and ``judge.model_source`` when the judge runs in-process."""
+    keys = ("model.source",) if policy else ()
+    return keys + (("judge.model_source",) if config.judge.backend == "jax" else ())
