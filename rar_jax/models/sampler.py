@@ -353,13 +353,12 @@ class DecodeWeights(NamedTuple):
 def decode_weights(model: Decoder) -> DecodeWeights:
     """The model's weights in the decode step's layout: 2-D matrices [out, in], one set per layer.
 
-    Made once per decode call, outside the decode loop, for two measured reasons (XLA on CPU,
-    SmolLM2-sized matrices; `benchmarks/sampler.py`): slicing a layer out of the stacked
-    [layers, ...] arrays inside the loop (what `jax.lax.scan` does) copies that layer's weights
-    every step, as much memory traffic as the matmuls themselves; and 30 layers of matrix products
-    took 14-34% less time at 1-32 rows when the contraction ran over the contiguous last axis of
-    the weight. The price is a transient copy of the layer weights (and of an untied LM head) during
-    a decode call, sharded like the weights.
+    Made once per decode call, outside the decode loop, for two reasons (XLA on CPU; the figures
+    are in benchmarks/README.md): slicing a layer out of the stacked [layers, ...] arrays inside
+    the loop (what `jax.lax.scan` does) copies that layer's weights every step, as much memory
+    traffic as the matmuls themselves; and a matrix product contracting over the weight's
+    contiguous last axis is faster at the few rows of a decode step. The price is a transient copy
+    of the layer weights (and of an untied LM head) during a decode call, sharded like the weights.
     """
     config = model.config
     dtype = jnp.dtype(config.dtype)
@@ -609,8 +608,7 @@ def decode_compiler_options(mesh: jax.sharding.Mesh | None) -> dict[str, Any]:
 
     On CPU, XLA's default copy insertion copies every layer's key and value buffers each decode
     step (the loop reads a buffer, then updates it in place); its region analysis proves the read
-    happens first and removes those copies (SmolLM2-135M at batch 1, in the optimised HLO: 120
-    copies per step -> 0).
+    happens first and removes those copies (counted in benchmarks/README.md).
     GPU and TPU compilers do not copy there, so they get no options.
     """
     devices = mesh.devices.flat if mesh is not None else jax.devices()
