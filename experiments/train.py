@@ -37,7 +37,7 @@ from rar_jax.data.sources import load_examples
 from rar_jax.eval.plots import plot_reward_curve
 from rar_jax.io import write_json
 from rar_jax.judges.factory import build_judge
-from rar_jax.judges.rewards import make_reward_fn
+from rar_jax.judges.rewards import JUDGED_METHODS, make_reward_fn
 from rar_jax.models.loading import export_hf, load_from_config
 from rar_jax.rl.trainer import GRPOTrainer, TrainSummary, prompt_tokens
 
@@ -229,8 +229,10 @@ def train(config: config_dict.ConfigDict) -> TrainSummary:
     policy, tokenizer = load_from_config(config.model)
     train_examples, eval_examples = read_train_and_eval(config, tokenizer)
     logging.info("%d training and %d held-out examples", len(train_examples), len(eval_examples))
+    needs_judge = config.reward.method in JUDGED_METHODS or (
+        config.train.eval_criteria and bool(eval_examples))
     backend = build_judge(config, devices=judge_devices or None, policy=(policy, tokenizer),
-                          policy_is_trained=True)
+                          policy_is_trained=True) if needs_judge else None
     trainer = GRPOTrainer(
         config,
         policy=policy,

@@ -33,7 +33,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     on, so adding a registry entry (a reward method, a loss aggregation) makes it a valid choice."""
     from rar_jax.data import examples
     from rar_jax.eval import healthbench_eval
-    from rar_jax.judges import aggregation, factory, jax_backend, rewards
+    from rar_jax.judges import aggregation, factory, jax_backend, programmatic, rewards
     from rar_jax.models import config as model_config
     from rar_jax.rl import advantages, losses, trainer
     from rar_jax.rubrics import ablations, schema
@@ -52,6 +52,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "reward.explicit_normalization": aggregation.EXPLICIT_NORMALIZATIONS,
         "reward.rating_normalization": aggregation.RATING_NORMALIZATIONS,
         "reward.method": rewards.REWARD_METHODS,
+        "reward.programmatic_fn": programmatic.PROGRAMMATIC_REWARDS,
         "data.format": examples.EXAMPLE_READERS,
         "judge.backend": factory.JUDGE_BACKENDS,
         "judge.scoring": jax_backend.SCORING_MODES,

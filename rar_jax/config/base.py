@@ -128,7 +128,8 @@ def get_config() -> config_dict.ConfigDict:
     config.reward.category_weights.pitfall = 0.9  # Weight of Pitfall criteria (v1 of the paper: 0.8).
     config.reward.rating_normalization = "min_max"  # 1-10 rating -> reward: min_max (s-1)/9, over_max s/10.
 
-    config.reward.method = "rar_implicit"  # direct_likert, reference_likert, rar_predefined, rar_explicit, rar_implicit, healthbench_points.
+    config.reward.method = "rar_implicit"  # direct_likert, reference_likert, rar_predefined, rar_explicit, rar_implicit, healthbench_points, programmatic.
+    config.reward.programmatic_fn = "boxed_exact_match"  # programmatic method: boxed_exact_match (RLVR), distinct_words or length.
 
     # --- Judge (rar_jax.judges) ------------------------------------------------------------------
     config.judge = config_dict.ConfigDict()

@@ -135,20 +135,6 @@ _ANSWER_PHRASE = re.compile(
     r"(?=[ \t]*(?:$|[).,:;!*_\]\n]))"
 )
 _LEADING_LABEL = re.compile(r"\s*[*_]*(?:\(([A-Z])\)|([A-Z])[).:])[*_]*(?=\s|$)")
-_BOX_START = re.compile(r"\\boxed\s*\{")
-
-
-def _boxed_contents(text: str) -> list[str]:
-    """The contents of every complete ``\\boxed{...}`` (nested braces balanced), in order."""
-    contents = []
-    for match in _BOX_START.finditer(text):
-        depth = 1
-        for index in range(match.end(), len(text)):
-            depth += {"{": 1, "}": -1}.get(text[index], 0)
-            if depth == 0:
-                contents.append(text[match.end() : index])
-                break
-    return contents
 
 
 def _normalise(text: str) -> str:
@@ -171,7 +157,7 @@ def extract_choice_letter(text: str, choices: Sequence[str] | None = None) -> Le
     boxed = parsing.parse_boxed_letter(canonical, letters)
     if boxed.ok:
         return LetterExtraction(boxed.value, "boxed")
-    contents = _boxed_contents(canonical)
+    contents = parsing.boxed_contents(canonical)
     if contents and choices is not None:
         last = _normalise(contents[-1])
         matches = [i for i, choice in enumerate(choices) if _normalise(choice) == last]

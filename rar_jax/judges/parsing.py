@@ -33,6 +33,7 @@ from rar_jax.rubrics.schema import Category, Polarity, RubricError, split_catego
 
 __all__ = [
     "ParseResult",
+    "boxed_contents",
     "extract_json",
     "parse_boxed_letter",
     "parse_criteria_met",
@@ -401,18 +402,16 @@ _BOXED = re.compile(r"\\boxed\s*\{")
 _LETTER_WRAPPERS = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 
 
-def _boxed_contents(text: str) -> list[str]:
+def boxed_contents(text: str) -> list[str]:
+    """The contents of every complete ``\\boxed{...}`` (nested braces balanced), in order."""
     contents = []
     for match in _BOXED.finditer(text):
         depth = 1
         for index in range(match.end(), len(text)):
-            if text[index] == "{":
-                depth += 1
-            elif text[index] == "}":
-                depth -= 1
-                if depth == 0:
-                    contents.append(text[match.end() : index])
-                    break
+            depth += {"{": 1, "}": -1}.get(text[index], 0)
+            if depth == 0:
+                contents.append(text[match.end() : index])
+                break
     return contents
 
 
@@ -427,7 +426,7 @@ def parse_boxed_letter(text: str, choices: Sequence[str] = "ABCD") -> ParseResul
         return _fail(f"expected text, got {type(text).__name__}")
     if not text.strip():
         return _fail("empty output")
-    contents = _boxed_contents(text)
+    contents = boxed_contents(text)
     if not contents:
         return _fail("no \\boxed{...} answer in output")
     content = contents[-1]

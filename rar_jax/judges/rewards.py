@@ -24,6 +24,9 @@ Methods (``REWARD_METHODS``, config ``reward.method``):
 - ``healthbench_points``: per-criterion verdicts with the explicit prompt, reward =
   :func:`rar_jax.judges.aggregation.healthbench_points_score` with the criteria's raw weights as
   points (met points / positive points, unclipped, as HealthBench defines the per-example score).
+- ``programmatic``: no judge; the function named by ``reward.programmatic_fn`` from
+  :data:`rar_jax.judges.programmatic.PROGRAMMATIC_REWARDS` scores (reference, answer), e.g. exact
+  match of the boxed answer (RLVR, a rubric of one criterion).
 
 Every method works with any :class:`JudgeBackend`: the in-process
 :class:`rar_jax.judges.jax_backend.JaxJudge` (verdict probabilities or generate-and-parse) or
@@ -53,6 +56,7 @@ from rar_jax.judges import aggregation, parsing, prompts
 from rar_jax.judges.backend import JudgeBackend
 from rar_jax.judges.http_backend import Completion, HttpJudgeClient
 from rar_jax.judges.jax_backend import GenerationResult, Judgments
+from rar_jax.judges.programmatic import PROGRAMMATIC_REWARDS
 from rar_jax.judges.prompts import JudgePrompt
 from rar_jax.rubrics.schema import Rubric, rubric_arrays
 
@@ -218,6 +222,8 @@ class RewardSettings:
         show_categories: show category labels to the implicit judge.
         show_weights: show weights to the implicit judge.
         templates_dir: folder of replacement prompt templates, or None for the packaged ones.
+        programmatic_fn: the function of the ``programmatic`` method (a key of
+            ``PROGRAMMATIC_REWARDS``).
     """
 
     explicit_normalization: str = "category_weights"
@@ -226,6 +232,7 @@ class RewardSettings:
     show_categories: bool = True
     show_weights: bool = True
     templates_dir: str | None = None
+    programmatic_fn: str = "boxed_exact_match"
 
 
 def _example_field(example: Any, field: str, index: int) -> Any:
@@ -472,6 +479,28 @@ def _healthbench_points(
     return _verdict_output(np.asarray(rewards), verdicts, mass, mask, problems, reason)
 
 
+def _programmatic(
+    examples: Sequence[Any], answers: Sequence[str], backend: JudgeBackend | None,
+    settings: RewardSettings,
+) -> RewardOutput:
+    del backend  # No judge.
+    score = PROGRAMMATIC_REWARDS[settings.programmatic_fn]
+    count = len(examples)
+    rewards = np.full(count, np.nan, np.float32)
+    reasons: list[str | None] = [None] * count
+    for row, (example, answer) in enumerate(zip(examples, answers)):
+        rewards[row], reasons[row] = score(_example_field(example, "reference", row), answer)
+    return RewardOutput(
+        rewards=rewards,
+        verdicts=np.zeros((count, 0), np.float32),
+        verdict_mask=np.zeros((count, 0), bool),
+        failed=np.isnan(rewards),
+        reasons=reasons,
+        ratings=None,
+        verdict_mass=np.full(count, np.nan, np.float32),
+    )
+
+
 RewardMethod = Callable[[Sequence[Any], Sequence[str], JudgeBackend, RewardSettings], RewardOutput]
 
 # name -> method(examples, answers, backend, settings) -> RewardOutput
@@ -482,7 +511,11 @@ REWARD_METHODS: dict[str, RewardMethod] = {
     "rar_explicit": _rar_explicit,
     "rar_predefined": _rar_predefined,
     "healthbench_points": _healthbench_points,
+    "programmatic": _programmatic,
 }
+
+# Methods that ask a judge (all but the programmatic one).
+JUDGED_METHODS = tuple(name for name in REWARD_METHODS if name != "programmatic")
 
 
 def compute_rewards(
@@ -535,8 +568,8 @@ def compute_rewards(
 
 def reward_settings(config: config_dict.ConfigDict) -> RewardSettings:
     """Binds ``reward.explicit_normalization``, ``reward.category_weights``,
-    ``reward.rating_normalization``, ``judge.show_categories``, ``judge.show_weights`` and
-    ``judge.templates_dir`` ("" = the packaged templates)."""
+    ``reward.rating_normalization``, ``reward.programmatic_fn``, ``judge.show_categories``,
+    ``judge.show_weights`` and ``judge.templates_dir`` ("" = the packaged templates)."""
     templates_dir = config.judge.templates_dir
     return RewardSettings(
         explicit_normalization=config.reward.explicit_normalization,
@@ -545,11 +578,12 @@ def reward_settings(config: config_dict.ConfigDict) -> RewardSettings:
         show_categories=bool(config.judge.show_categories),
         show_weights=bool(config.judge.show_weights),
         templates_dir=os.fspath(templates_dir) if templates_dir else None,
+        programmatic_fn=config.reward.programmatic_fn,
     )
 
 
 def make_reward_fn(
-    config: config_dict.ConfigDict, backend: JudgeBackend
+    config: config_dict.ConfigDict, backend: JudgeBackend | None
 ) -> Callable[[Sequence[Any], Sequence[str]], RewardOutput]:
     """``(examples, answers) -> RewardOutput`` for ``reward.method`` with the config's options.
 
@@ -564,6 +598,11 @@ def make_reward_fn(
     settings = reward_settings(config)
     aggregation.get_explicit_normalization(settings.explicit_normalization)
     aggregation.category_weight_table(settings.category_weights)
+    if settings.programmatic_fn not in PROGRAMMATIC_REWARDS:
+        raise ValueError(
+            f"config key 'reward.programmatic_fn' is {settings.programmatic_fn!r}; expected one "
+            f"of {', '.join(PROGRAMMATIC_REWARDS)}"
+        )
     if settings.rating_normalization not in aggregation.RATING_NORMALIZATIONS:
         raise ValueError(
             f"config key 'reward.rating_normalization' is {settings.rating_normalization!r}; "
