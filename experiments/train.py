@@ -16,6 +16,7 @@ at the start and the end, held-out rewards, and the rubric criteria whose satisf
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import pathlib
@@ -40,6 +41,7 @@ from rar_jax.judges.factory import build_judge
 from rar_jax.judges.rewards import JUDGED_METHODS, make_reward_fn
 from rar_jax.models.loading import export_hf, load_from_config
 from rar_jax.rl.trainer import GRPOTrainer, TrainSummary, prompt_tokens
+from rar_jax.run_lock import hold_output_dir
 
 _CONFIG = rar_config.define_config_flag()
 
@@ -218,7 +220,13 @@ def train(config: config_dict.ConfigDict) -> TrainSummary:
     rar_config.validate(config, num_devices=jax.device_count())
     cli.check_inputs(config, ("data.train_path", "data.eval_path") + cli.model_input_keys(config))
     output_dir = pathlib.Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # One run per output directory (the lock is process 0's in a multi-host job).
+    with hold_output_dir(output_dir) if jax.process_index() == 0 else contextlib.nullcontext():
+        return _train(config, output_dir)
+
+
+def _train(config: config_dict.ConfigDict, output_dir: pathlib.Path) -> TrainSummary:
+    """`train` once the config is checked and the output directory is this process's."""
     (output_dir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
     policy_devices, judge_devices = split_devices(config.judge.devices)
     logging.info(

@@ -25,8 +25,10 @@ import dataclasses
 import functools
 import logging
 import math
+import os
+import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import jax
@@ -52,6 +54,9 @@ _PITFALL_ID = CATEGORY_IDS[Category.PITFALL]
 # Where pi_old comes from (rl.old_logprobs): the current policy (on-policy, one update per batch),
 # the sampler's own log-probs, or a separate forward pass before the updates.
 OLD_LOGPROB_SOURCES = ("current", "sampler", "recompute")
+
+# Environment variable of the fault injection used by the crash-and-resume tests (`fault_point`).
+KILL_AT_ENV = "RAR_JAX_KILL_AT"
 
 
 class RewardResult(Protocol):
@@ -172,13 +177,11 @@ def rubric_metrics(examples: Sequence[Example], result: RewardResult) -> dict[st
     return metrics
 
 
-def _record_criteria(
-    history: CriterionHistory, step: int, examples: Sequence[Example], result: RewardResult
-) -> None:
-    """Appends, per (example, criterion), the mean credit over this step's answers."""
+def criterion_rows(examples: Sequence[Example], result: RewardResult) -> list[dict[str, Any]]:
+    """Per (example, criterion) of one step: the mean credit over the step's answers."""
     verdicts = np.asarray(result.verdicts)
     if verdicts.size == 0:
-        return
+        return []
     by_key: dict[tuple[str, int], list[float]] = {}
     for row, example in enumerate(examples):
         if example.rubric is None:
@@ -189,8 +192,18 @@ def _record_criteria(
                 credit = value if criterion.polarity.sign > 0 else 1.0 - value
                 if np.isfinite(credit):
                     by_key.setdefault((example.example_id, index), []).append(float(credit))
-    for key, values in by_key.items():
-        history.setdefault(key, []).append((step, float(np.mean(values))))
+    return [{"example_id": example_id, "criterion": index, "credit": float(np.mean(values))}
+            for (example_id, index), values in by_key.items()]
+
+
+def criterion_history(rows: Sequence[Mapping[str, Any]], split: str) -> CriterionHistory:
+    """(example id, criterion index) -> [(step, credit)] from ``criteria.jsonl`` rows of a split."""
+    history: CriterionHistory = {}
+    for row in rows:
+        if row["split"] == split:
+            key = (row["example_id"], int(row["criterion"]))
+            history.setdefault(key, []).append((int(row["step"]), float(row["credit"])))
+    return history
 
 
 def criterion_changes(
@@ -302,13 +315,9 @@ class GRPOTrainer:
             )
         self.advantages = jax.jit(grpo.advantage_fn(rl))
         self.checkpointer = checkpoint_lib.Checkpointer.from_config(config)
-        self.writer = metrics_lib.MetricsWriter(
-            config.output_dir, tensorboard=config.metrics.tensorboard
-        )
+        self.writer: metrics_lib.MetricsWriter | None = None  # Opened by train(), after resuming.
         self.num_params = sum(x.size for x in jax.tree.leaves(params))
         self.criteria_fn = criteria_fn
-        self._criterion_history: CriterionHistory = {}
-        self._eval_criterion_history: CriterionHistory = {}
 
     # ------------------------------------------------------------------ data
     def _fitting(self, examples: Sequence[Example], split: str) -> list[Example]:
@@ -355,6 +364,7 @@ class GRPOTrainer:
         prompts, output, repeated, result, timings = self._sample_and_score(
             examples, self.sampling, key
         )
+        fault_point("mid_step", step)
         rewards = np.asarray(result.rewards, np.float32)
         advantages = self.advantages(jnp.asarray(rewards))
         repeated_prompts = [prompts[i] for i in output.prompt_indices]
@@ -410,7 +420,8 @@ class GRPOTrainer:
         failures = [reason for reason in result.reasons if reason]
         if failures:
             logger.warning("step %d: %d judgments failed, e.g. %s", step, len(failures), failures[0])
-        _record_criteria(self._criterion_history, step, judged_examples(config, repeated), result)
+        self.writer.write_criteria(
+            step, "train", criterion_rows(judged_examples(config, repeated), result))
         if config.train.log_samples_every and step % config.train.log_samples_every == 0:
             self.writer.write_samples(
                 step,
@@ -439,7 +450,7 @@ class GRPOTrainer:
             rewards.extend(np.asarray(result.rewards, np.float64).tolist())
             if self.criteria_fn is not None:
                 checked = self.criteria_fn(repeated, output.texts)
-                _record_criteria(self._eval_criterion_history, step, repeated, checked)
+                self.writer.write_criteria(step, "eval", criterion_rows(repeated, checked))
                 credits.append(rubric_metrics(repeated, checked))
         values = np.asarray(rewards)
         mean = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
@@ -469,23 +480,24 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ the run
     def train(self) -> TrainSummary:
-        """Trains for ``optim.num_steps`` steps (continuing a checkpointed run) and summarises."""
+        """Trains for ``optim.num_steps`` steps (continuing a checkpointed run) and summarises.
+
+        The summary is read back from the run's files, so after a resume it covers the whole run.
+        """
         config = self.config
         done = self.maybe_resume() if config.checkpoint.resume else 0
-        rewards: list[float] = []
-        eval_rewards: dict[int, float] = {}
-        skipped = failures = 0
+        self.writer = metrics_lib.MetricsWriter(
+            config.output_dir, tensorboard=config.metrics.tensorboard, start_step=done
+        )
         progress = tqdm(range(done, config.optim.num_steps), initial=done,
                         total=config.optim.num_steps, desc="GRPO", unit="step")
         try:
             for step in progress:
                 if config.train.eval_every and self.eval_examples and step % config.train.eval_every == 0:
-                    eval_rewards[step] = self.evaluate(step)
+                    self.evaluate(step)
                 metrics = self.train_step(step)
                 self.writer.write(step, metrics)
-                rewards.append(metrics["reward/mean"])
-                skipped += metrics["update_skipped"]
-                failures += metrics["reward/judge_failures"]
+                fault_point("after_log", step)
                 progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics['loss']:.4f}")
                 if metrics["consecutive_skipped"] >= config.rl.max_consecutive_skipped:
                     self.save(step + 1)
@@ -498,24 +510,46 @@ class GRPOTrainer:
                     )
                 if config.checkpoint.every_steps and (step + 1) % config.checkpoint.every_steps == 0:
                     self.save(step + 1)
+                    fault_point("during_save", step)
             if self.eval_examples and config.train.eval_every:
-                eval_rewards[config.optim.num_steps] = self.evaluate(config.optim.num_steps)
+                self.evaluate(config.optim.num_steps)
             if config.optim.num_steps > done:
                 self.save(config.optim.num_steps)
         finally:
             self.checkpointer.wait()
             self.writer.close()
+        return self.summary()
+
+    def summary(self) -> TrainSummary:
+        """The run's summary from its files (``metrics.jsonl``, ``criteria.jsonl``)."""
+        records = metrics_lib.read_metrics(self.config.output_dir)
+        steps = [r for r in records if "reward/mean" in r]
+        rewards = [r["reward/mean"] for r in steps]
+        criteria = metrics_lib.read_criteria(self.config.output_dir)
         return TrainSummary(
-            steps=config.optim.num_steps,
+            steps=self.config.optim.num_steps,
             reward_first=rewards[0] if rewards else math.nan,
             reward_last=rewards[-1] if rewards else math.nan,
-            eval_rewards=eval_rewards,
+            eval_rewards={int(r["step"]): r["eval/reward_mean"]
+                          for r in records if "eval/reward_mean" in r},
             criterion_changes=criterion_changes(
-                self._criterion_history, judged_examples(config, self.examples)
+                criterion_history(criteria, "train"), judged_examples(self.config, self.examples)
             ),
             eval_criterion_changes=criterion_changes(
-                self._eval_criterion_history, self.eval_examples
+                criterion_history(criteria, "eval"), self.eval_examples
             ),
-            skipped_updates=int(skipped),
-            judge_failures=int(failures),
+            skipped_updates=int(sum(r["update_skipped"] for r in steps)),
+            judge_failures=int(sum(r["reward/judge_failures"] for r in steps)),
         )
+
+
+def fault_point(name: str, step: int) -> None:
+    """Kills this process with SIGKILL at a named point of a step, when asked to.
+
+    Fault injection for the crash-and-resume tests: ``RAR_JAX_KILL_AT=<name>:<step>`` (names
+    ``mid_step``, ``after_log``, ``during_save``) makes the process die there as ``kill -9``
+    would. Unset (always, outside those tests) it does nothing.
+    """
+    if os.environ.get(KILL_AT_ENV) == f"{name}:{step}":
+        logger.warning("%s=%s: killing this process", KILL_AT_ENV, os.environ[KILL_AT_ENV])
+        os.kill(os.getpid(), signal.SIGKILL)
