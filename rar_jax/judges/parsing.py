@@ -219,38 +219,69 @@ def _rating_from_fraction(number: str, scale: str, low: float, high: float) -> P
     return _check_rating(float(number), low, high, f"{number}/{scale}")
 
 
+def _json_objects(text: str) -> list[dict[Any, Any]]:
+    """Every top-level JSON object in ``text`` (fenced or not), in order; unparseable spans skipped."""
+    body = re.sub(r"```[a-zA-Z0-9_-]*", "", text)
+    objects = []
+    for span in _balanced_spans(body, "{"):
+        try:
+            value = _loads_lenient(span)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            objects.append(value)
+    return objects
+
+
+def _single_verdict(results: list[ParseResult[T]], what: str, show: Any) -> ParseResult[T] | None:
+    """The one verdict that every mention in a reply gives; a failure if a mention is unusable
+    or two mentions differ (a reply that contradicts itself is refused, never resolved); None
+    without mentions."""
+    for result in results:
+        if not result.ok:
+            return result
+    values: list[T] = []
+    for result in results:
+        if result.value not in values:
+            values.append(result.value)
+    if len(values) > 1:
+        return _fail(f"{what}: {', '.join(show(value) for value in sorted(values))}")
+    return ParseResult(values[0]) if values else None
+
+
 def parse_rating(text: str, low: float = 1, high: float = 10) -> ParseResult[float]:
     """A holistic rating from a judge reply, e.g. ``{"rating": 7}`` -> 7.0.
 
-    Tried in order: a JSON object with a ``rating`` key; ``rating: N`` / ``"rating": N`` anywhere
-    (a cut-off JSON); ``N/high``; the whole reply being one number. Out-of-range values give a
-    reason, never a clipped value.
+    Every way the reply states a rating counts: each JSON object's ``rating`` key, ``rating: N``
+    / ``"rating": N`` anywhere (also a cut-off JSON), and ``N/high``; they must all agree (two
+    different ratings are refused with a reason). Without any of them, the whole reply being one
+    number. Out-of-range values give a reason, never a clipped value.
     """
     if not isinstance(text, str):
         return _fail(f"expected text, got {type(text).__name__}")
     if not text.strip():
         return _fail("empty output")
-    parsed = extract_json(text, kind=dict)
-    if parsed.ok:
-        found, value = _find_key(parsed.value, "rating")
+    objects = _json_objects(text)
+    results = []
+    for mapping in objects:
+        found, value = _find_key(mapping, "rating")
         if found:
-            return _rating_from_value(value, low, high)
+            results.append(_rating_from_value(value, low, high))
     keyed = re.findall(rf"""["']?\brating["']?\s*[:=]\s*["']?({_NUMBER})""", text, re.IGNORECASE)
-    if keyed:
-        if len({float(v) for v in keyed}) > 1:
-            return _fail(f"several different ratings in output: {', '.join(keyed)}")
-        return _check_rating(float(keyed[0]), low, high, "'rating:' in text")
+    results += [_check_rating(float(value), low, high, "'rating:' in text") for value in keyed]
     fractions = re.findall(rf"({_NUMBER})\s*/\s*({_NUMBER})", text)
-    if fractions:
-        if len(set(fractions)) > 1:
-            shown = ", ".join(f"{a}/{b}" for a, b in fractions)
-            return _fail(f"several different ratings in output: {shown}")
+    results += [_rating_from_fraction(number, scale, low, high)
+                for number, scale in fractions if float(scale) == high]
+    verdict = _single_verdict(results, "several different ratings in output", lambda v: f"{v:g}")
+    if verdict is not None:
+        return verdict
+    if fractions:  # Only on another scale.
         return _rating_from_fraction(fractions[0][0], fractions[0][1], low, high)
     bare = text.strip().strip("*`'\".").strip()
     if re.fullmatch(_NUMBER, bare):
         return _check_rating(float(bare), low, high, "bare number")
-    if parsed.ok:
-        return _fail(f"JSON object has no 'rating' key (keys: {', '.join(map(str, parsed.value))})")
+    if objects:
+        return _fail(f"JSON object has no 'rating' key (keys: {', '.join(map(str, objects[0]))})")
     return _fail(f"no rating found in output {_preview(text)}")
 
 
@@ -271,32 +302,34 @@ def _bool_from_value(value: Any) -> ParseResult[bool]:
 def parse_criteria_met(text: str) -> ParseResult[bool]:
     """A per-criterion verdict, e.g. ``{"criteria_met": true, "explanation": "..."}`` -> True.
 
-    Tried in order: a JSON object with a ``criteria_met`` key (bool, or "true"/"false"/"yes"/"no"
-    strings); ``criteria_met: true`` anywhere (a reply cut off in its explanation); the whole reply
-    being one of true / false / yes / no.
+    Every way the reply states the verdict counts: each JSON object's ``criteria_met`` key (bool,
+    or "true"/"false"/"yes"/"no" strings) and ``criteria_met: true`` anywhere (also a reply cut
+    off in its explanation); they must all agree (true and false in one reply is refused with a
+    reason). Without any of them, the whole reply being one of true / false / yes / no.
     """
     if not isinstance(text, str):
         return _fail(f"expected text, got {type(text).__name__}")
     if not text.strip():
         return _fail("empty output")
-    parsed = extract_json(text, kind=dict)
-    if parsed.ok:
-        found, value = _find_key(parsed.value, "criteria_met")
+    objects = _json_objects(text)
+    results = []
+    for mapping in objects:
+        found, value = _find_key(mapping, "criteria_met")
         if found:
-            return _bool_from_value(value)
+            results.append(_bool_from_value(value))
     keyed = re.findall(
         r"""["']?\bcriteria_met["']?\s*[:=]\s*["']?(true|false|yes|no)\b""", text, re.IGNORECASE
     )
-    if keyed:
-        verdicts = {_BOOL_WORDS[word.lower()] for word in keyed}
-        if len(verdicts) > 1:
-            return _fail("contradictory 'criteria_met' values in output")
-        return ParseResult(verdicts.pop())
+    results += [ParseResult(_BOOL_WORDS[word.lower()]) for word in keyed]
+    verdict = _single_verdict(results, "contradictory 'criteria_met' values in output",
+                              lambda v: str(v).lower())
+    if verdict is not None:
+        return verdict
     bare = text.strip().strip("*`'\".").strip().lower()
     if bare in _BOOL_WORDS:
         return ParseResult(_BOOL_WORDS[bare])
-    if parsed.ok:
-        keys = ", ".join(map(str, parsed.value))
+    if objects:
+        keys = ", ".join(map(str, objects[0]))
         return _fail(f"JSON object has no 'criteria_met' key (keys: {keys})")
     return _fail(f"no criteria_met verdict found in output {_preview(text)}")
 

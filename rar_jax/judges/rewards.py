@@ -35,6 +35,12 @@ returns one value or one reason per prompt; a verdict method's row fails when an
 criteria failed (reason: the failed criteria and why), a rating method's row when the rating
 failed. Nothing failed ever becomes 0.
 
+An empty answer (nothing but whitespace) is not sent to the judge: it answers nothing, so it gets
+the lowest reward of the [0, 1] range, ``EMPTY_ANSWER_REWARD = 0.0`` (rating 1 of a rating
+method; no criterion met, which is also its HealthBench points score), with no verdicts. This is
+a score, not a failure: a policy must not escape the penalty of a bad answer by writing nothing
+(a NaN reward would give it advantage 0). The trainer counts them (``reward/empty_answers``).
+
 Prompts are sent with group ids for prefix reuse: the criterion prompts of one answer form a
 group (they share system text, conversation and answer); rating prompts are grouped by
 ``example_id`` (GRPO's G answers to one prompt share system text, conversation and the rubric or
@@ -514,8 +520,40 @@ REWARD_METHODS: dict[str, RewardMethod] = {
     "programmatic": _programmatic,
 }
 
+# The reward of an empty answer, under every method (see the module docstring).
+EMPTY_ANSWER_REWARD = 0.0
+
 # Methods that ask a judge (all but the programmatic one).
 JUDGED_METHODS = tuple(name for name in REWARD_METHODS if name != "programmatic")
+
+
+def _with_empty_answers(
+    output: RewardOutput | None, answered: Sequence[int], count: int
+) -> RewardOutput:
+    """``output`` (of the answered rows) spread over ``count`` rows; the empty answers' rows get
+    reward 0.0 (:data:`EMPTY_ANSWER_REWARD`), no verdicts and no rating: they were not judged."""
+    def spread(values: np.ndarray, fill: Any) -> np.ndarray:
+        full = np.full((count,) + values.shape[1:], fill, values.dtype)
+        full[list(answered)] = values
+        return full
+
+    if output is None:
+        nothing = np.zeros(0, np.float32)
+        output = RewardOutput(nothing, np.zeros((0, 0), np.float32), np.zeros((0, 0), bool),
+                              np.zeros(0, bool), [], None, nothing)
+    reasons: list[str | None] = [None] * count
+    for row, reason in zip(answered, output.reasons):
+        reasons[row] = reason
+    return RewardOutput(
+        rewards=spread(np.asarray(output.rewards, np.float32), EMPTY_ANSWER_REWARD),
+        verdicts=spread(np.asarray(output.verdicts, np.float32), np.nan),
+        verdict_mask=spread(np.asarray(output.verdict_mask, bool), False),
+        failed=spread(np.asarray(output.failed, bool), False),
+        reasons=reasons,
+        ratings=None if output.ratings is None else spread(
+            np.asarray(output.ratings, np.float32), np.nan),
+        verdict_mass=spread(np.asarray(output.verdict_mass, np.float32), np.nan),
+    )
 
 
 def compute_rewards(
@@ -554,7 +592,16 @@ def compute_rewards(
             None,
             empty,
         )
-    output = REWARD_METHODS[method](examples, answers, backend, settings)
+    answered = [row for row, answer in enumerate(answers) if answer.strip()]
+    if len(answered) == len(answers):
+        output = REWARD_METHODS[method](examples, answers, backend, settings)
+    else:
+        output = _with_empty_answers(
+            REWARD_METHODS[method]([examples[row] for row in answered],
+                                   [answers[row] for row in answered], backend, settings)
+            if answered else None,
+            answered, len(answers),
+        )
     if output.failed.any():
         logger.info(
             "%s: %d of %d judgments failed (first: %s)",

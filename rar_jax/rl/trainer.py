@@ -402,6 +402,7 @@ class GRPOTrainer:
             "reward/mean": float(np.mean(rewards[finite])) if finite.any() else math.nan,
             "reward/std": float(np.std(rewards[finite])) if finite.any() else math.nan,
             "reward/judge_failures": int((~finite).sum()),
+            "reward/empty_answers": sum(not text.strip() for text in output.texts),
             "reward/frac_tied_groups": float(advantages.frac_tied_groups),
             "advantage/mean": float(advantages.mean),
             "advantage/std": float(advantages.std),

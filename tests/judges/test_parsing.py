@@ -325,3 +325,44 @@ def test_parse_result_requires_exactly_one_of_value_and_reason():
         ParseResult(None, None)
     with pytest.raises(ValueError):
         ParseResult(1.0, "both")
+
+
+# Every way a judge reply can state its verdict; two of them in one reply must agree.
+RATING_FORMS = {
+    "json": lambda v: f'{{"rating": {v}}}',
+    "fenced_json": lambda v: f'```json\n{{"rating": {v}, "explanation": "x"}}\n```',
+    "json_string": lambda v: f'{{"rating": "{v}/10"}}',
+    "keyed_text": lambda v: f"Rating: {v}.",
+    "fraction": lambda v: f"I give it {v}/10.",
+}
+CRITERIA_FORMS = {
+    "json": lambda v: f'{{"criteria_met": {v}}}',
+    "fenced_json": lambda v: f'```json\n{{"explanation": "x", "criteria_met": {v}}}\n```',
+    "json_string": lambda v: f'{{"criteria_met": "{v}"}}',
+    "keyed_text": lambda v: f"criteria_met: {v}",
+}
+
+
+@pytest.mark.parametrize("first", RATING_FORMS)
+@pytest.mark.parametrize("second", RATING_FORMS)
+def test_two_ratings_in_one_reply_must_agree(first, second):
+    contradictory = f"{RATING_FORMS[first](7)} On reflection: {RATING_FORMS[second](3)}"
+    result = parse_rating(contradictory)
+    assert result.value is None and "several different ratings in output: 3, 7" in result.reason
+    agreeing = f"{RATING_FORMS[first](7)} On reflection: {RATING_FORMS[second](7)}"
+    assert parse_rating(agreeing) == ParseResult(7.0, None)
+
+
+@pytest.mark.parametrize("first", CRITERIA_FORMS)
+@pytest.mark.parametrize("second", CRITERIA_FORMS)
+def test_two_criteria_verdicts_in_one_reply_must_agree(first, second):
+    contradictory = f"{CRITERIA_FORMS[first]('true')} {CRITERIA_FORMS[second]('false')}"
+    result = parse_criteria_met(contradictory)
+    assert result.value is None and "contradictory 'criteria_met' values in output: false, true" in result.reason
+    agreeing = f"{CRITERIA_FORMS[first]('false')} {CRITERIA_FORMS[second]('false')}"
+    assert parse_criteria_met(agreeing) == ParseResult(False, None)
+
+
+def test_numbers_that_are_not_ratings_do_not_contradict():
+    # A fraction on another scale in the explanation is not a second rating.
+    assert parse_rating('{"rating": 7, "explanation": "covers 3/4 of the points"}').value == 7.0

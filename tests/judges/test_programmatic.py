@@ -61,3 +61,4 @@ def test_the_function_is_a_validated_config_choice():
     with pytest.raises(rar_config.ConfigError, match="reward.programmatic_fn"):
         rar_config.validate(config)
     assert rar_config.CHOICES["reward.programmatic_fn"] == tuple(programmatic.PROGRAMMATIC_REWARDS)
+

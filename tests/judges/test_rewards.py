@@ -21,6 +21,7 @@ from rar_jax.judges import prompts
 from rar_jax.judges.factory import build_judge
 from rar_jax.judges.jax_backend import BINARY_OPTIONS, RATING_OPTIONS, JaxJudge, Judgments
 from rar_jax.judges.rewards import (
+    JUDGED_METHODS,
     REWARD_METHODS,
     HttpJudgeBackend,
     JudgeExample,
@@ -371,6 +372,7 @@ def test_bad_inputs_raise_clear_errors(medicine):
         "rar_explicit",
         "rar_implicit",
         "healthbench_points",
+        "programmatic",
     }
 
 
@@ -616,7 +618,7 @@ def test_smollm2_verdict_scoring(smollm2_judges, science, methods):
         assert ((masses > 0) & (masses <= 1.0 + 1e-5)).all()
 
 
-def test_methods_are_all_covered_by_the_smollm2_test():
+def test_judged_methods_are_all_covered_by_the_smollm2_test():
     covered = {
         "direct_likert",
         "reference_likert",
@@ -625,7 +627,7 @@ def test_methods_are_all_covered_by_the_smollm2_test():
         "healthbench_points",
         "rar_predefined",
     }
-    assert covered == set(REWARD_METHODS)
+    assert covered == set(JUDGED_METHODS)  # programmatic: tests/judges/test_programmatic.py
 
 
 @pytest.mark.slow
@@ -637,3 +639,28 @@ def test_smollm2_generate_and_parse(smollm2_judges, science):
         output = compute_rewards(method, examples, answers, judge)
         check_output(output, examples, method)
         assert np.isnan(output.verdict_mass).all()
+
+
+class RecordingJudge:
+    """A judge backend that records what it is asked and rates everything 7."""
+
+    def __init__(self):
+        self.prompts = []
+
+    def score_rating(self, prompts, groups=None):
+        from rar_jax.judges.jax_backend import Judgments
+
+        self.prompts += prompts
+        return Judgments(np.full(len(prompts), 7.0, np.float32), [None] * len(prompts),
+                         np.full(len(prompts), np.nan, np.float32))
+
+
+def test_an_empty_answer_is_not_judged_and_scores_the_lowest_reward():
+    config = base_config()
+    config.reward.method = "direct_likert"
+    judge = RecordingJudge()
+    output = make_reward_fn(config, judge)([JudgeExample(({"role": "user", "content": "Hi?"},), None, "a", "q1")] * 3, ["An answer.", "  \n", ""])
+    assert len(judge.prompts) == 1  # Only the real answer was sent.
+    np.testing.assert_allclose(output.rewards, [6 / 9, 0.0, 0.0])  # (7 - 1) / 9, then 0.
+    assert output.failed.tolist() == [False, False, False] and output.reasons == [None] * 3
+    np.testing.assert_array_equal(output.ratings[1:], [np.nan, np.nan])
