@@ -343,24 +343,23 @@ CRITERIA_FORMS = {
 }
 
 
-@pytest.mark.parametrize("first", RATING_FORMS)
-@pytest.mark.parametrize("second", RATING_FORMS)
-def test_two_ratings_in_one_reply_must_agree(first, second):
-    contradictory = f"{RATING_FORMS[first](7)} On reflection: {RATING_FORMS[second](3)}"
-    result = parse_rating(contradictory)
-    assert result.value is None and "several different ratings in output: 3, 7" in result.reason
-    agreeing = f"{RATING_FORMS[first](7)} On reflection: {RATING_FORMS[second](7)}"
-    assert parse_rating(agreeing) == ParseResult(7.0, None)
+# (parser, forms, a verdict, another verdict, the reason a contradictory reply gets)
+VERDICT_KINDS = {
+    "rating": (parse_rating, RATING_FORMS, 7, 3, "several different ratings in output: 3, 7"),
+    "criteria_met": (parse_criteria_met, CRITERIA_FORMS, "false", "true",
+                     "contradictory 'criteria_met' values in output: false, true"),
+}
+FORM_PAIRS = [(kind, first, second) for kind, (_, forms, *_) in VERDICT_KINDS.items()
+              for first in forms for second in forms]
 
 
-@pytest.mark.parametrize("first", CRITERIA_FORMS)
-@pytest.mark.parametrize("second", CRITERIA_FORMS)
-def test_two_criteria_verdicts_in_one_reply_must_agree(first, second):
-    contradictory = f"{CRITERIA_FORMS[first]('true')} {CRITERIA_FORMS[second]('false')}"
-    result = parse_criteria_met(contradictory)
-    assert result.value is None and "contradictory 'criteria_met' values in output: false, true" in result.reason
-    agreeing = f"{CRITERIA_FORMS[first]('false')} {CRITERIA_FORMS[second]('false')}"
-    assert parse_criteria_met(agreeing) == ParseResult(False, None)
+@pytest.mark.parametrize("kind, first, second", FORM_PAIRS)
+def test_two_verdicts_in_one_reply_must_agree(kind, first, second):
+    parse, forms, one, other, reason = VERDICT_KINDS[kind]
+    refused = parse(f"{forms[first](one)} On reflection: {forms[second](other)}")
+    assert refused.value is None and reason in refused.reason
+    agreeing = parse(f"{forms[first](one)} On reflection: {forms[second](one)}")
+    assert agreeing.ok and agreeing.value == parse(forms[first](one)).value
 
 
 def test_numbers_that_are_not_ratings_do_not_contradict():
