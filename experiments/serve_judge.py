@@ -22,8 +22,11 @@ A malformed request gets HTTP 400 with an OpenAI-style body ``{"error": {"messag
 404; a failure inside generation 500.
 
 Generation runs through :class:`rar_jax.models.sampler.Sampler`, one request at a time (a lock;
-the HTTP threads only parse and wait). A request whose client hung up while it waited (e.g. the
-client's timeout ran out) is dropped when its turn comes instead of generated for nobody.
+the HTTP threads only parse and wait). A request whose client hung up (e.g. its timeout ran out)
+is not generated for nobody: dropped when its turn comes, or stopped within
+``--cancel_check_tokens`` decode steps when the client leaves during its generation, with one
+log line each. A retry of such a request therefore finds no abandoned work still running ahead
+of it; the work lost is at most one chunk of decode steps.
 
 The sampler compiles one program per ``max_new_tokens``, so a request's ``max_tokens`` is rounded
 up to a power of two (at most the cap) and the reply cut back to ``max_tokens`` tokens: greedy
@@ -63,13 +66,14 @@ from absl import app, flags
 from flax import nnx
 
 from rar_jax import cli
+from rar_jax.models.batching import bucket_size
 from rar_jax.models.decoder import Decoder
 from rar_jax.models.sampler import (
     DEFAULT_PROMPT_BUCKETS,
     FINISH_LENGTH,
+    GenerationCancelled,
     Sampler,
     SamplingParams,
-    bucket_size,
 )
 
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for all).")
@@ -84,6 +88,11 @@ _SERVED_MODEL_NAME = flags.DEFINE_string(
     "served_model_name", "", "Model name in replies and /v1/models; default the --model name."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the keys of requests without a 'seed'.")
+_CANCEL_CHECK_TOKENS = flags.DEFINE_integer(
+    "cancel_check_tokens", 16,
+    "Decode steps between checks that the client is still connected (a gone client's "
+    "generation stops there).",
+)
 
 CHAT_ROLES = ("system", "developer", "user", "assistant")
 MAX_CHOICES = 16
@@ -92,7 +101,7 @@ MAX_STOP_STRINGS = 4
 
 
 class ClientGone(Exception):
-    """The client closed its connection while its request waited: nothing is generated."""
+    """The client closed its connection: its request is dropped before or during generation."""
 
 
 class RequestError(Exception):
@@ -333,6 +342,7 @@ class ChatCompletionEngine:
         model_name: the name in replies and ``/v1/models``.
         max_new_tokens_cap: the largest ``max_tokens`` (also the default).
         seed: seed of the keys of requests without a ``seed``.
+        cancel_check_tokens: decode steps between checks that the client is still there.
     """
 
     def __init__(
@@ -343,6 +353,7 @@ class ChatCompletionEngine:
         model_name: str,
         max_new_tokens_cap: int = 1024,
         seed: int = 0,
+        cancel_check_tokens: int = 16,
     ):
         if max_new_tokens_cap < 1:
             raise ValueError(f"max_new_tokens_cap: expected >= 1, got {max_new_tokens_cap}")
@@ -358,7 +369,9 @@ class ChatCompletionEngine:
         self._base_key = jax.random.key(seed)
         self._lock = threading.Lock()
         self._requests = 0
-        self.skipped_requests = 0  # Requests dropped because their client had hung up.
+        self.cancel_check_tokens = int(cancel_check_tokens)
+        self.skipped_requests = 0  # Requests dropped because their client hung up while waiting.
+        self.cancelled_requests = 0  # Generations stopped because their client hung up.
 
     def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """Token ids of the chat-formatted conversation, ending with the assistant header."""
@@ -416,8 +429,9 @@ class ChatCompletionEngine:
 
         Args:
             request: the checked request.
-            client_gone: called once the request's turn has come; True (the client timed out
-                and hung up while waiting) skips the generation.
+            client_gone: called once the request's turn has come and then between chunks of
+                ``cancel_check_tokens`` decode steps; True (the client timed out and hung up)
+                skips or stops the generation.
 
         Raises:
             RequestError when the prompt plus ``max_tokens`` does not fit the model's context;
@@ -438,17 +452,22 @@ class ChatCompletionEngine:
             greedy=greedy,
             num_samples=request.n,
             stop_strings=request.stop,
+            stop_check_interval=self.cancel_check_tokens,
         )
         with self._lock:
             if client_gone is not None and client_gone():
                 self.skipped_requests += 1
-                raise ClientGone()
+                raise ClientGone("before its turn; not generated")
             self._requests += 1
             if request.seed is not None:
                 key = jax.random.key(request.seed)
             else:
                 key = jax.random.fold_in(self._base_key, self._requests)
-            output = self.sampler.generate([prompt], sampling, key)
+            try:
+                output = self.sampler.generate([prompt], sampling, key, cancelled=client_gone)
+            except GenerationCancelled as stopped:
+                self.cancelled_requests += 1
+                raise ClientGone(f"after {stopped.steps} decode steps; generation stopped") from None
             choices, completion_tokens = [], 0
             for row in range(request.n):
                 length = int(output.lengths[row])
@@ -522,11 +541,15 @@ def make_server(
 
         def _send(self, status: int, payload: Any) -> None:
             data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                logging.info("client %s hung up before its reply was sent", self.address_string())
+                self.close_connection = True
 
         def _client_gone(self) -> bool:
             """True when the client closed the connection (readable with nothing to read)."""
@@ -564,8 +587,8 @@ def make_server(
                     ) from None
                 request = parse_chat_request(body, max_new_tokens_cap=engine.max_new_tokens_cap)
                 reply = engine.complete(request, client_gone=self._client_gone)
-            except ClientGone:
-                logging.info("client %s hung up before its turn; skipped", self.address_string())
+            except ClientGone as gone:
+                logging.info("client %s hung up %s", self.address_string(), gone)
                 self.close_connection = True
                 return
             except RequestError as error:
@@ -598,6 +621,7 @@ def main(argv: Sequence[str]) -> None:
         model_name=name,
         max_new_tokens_cap=_MAX_NEW_TOKENS_CAP.value,
         seed=_SEED.value,
+        cancel_check_tokens=_CANCEL_CHECK_TOKENS.value,
     )
     server = make_server(engine, _HOST.value, _PORT.value)
     host, port = server.server_address[:2]

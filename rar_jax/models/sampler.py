@@ -47,7 +47,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -118,6 +119,18 @@ class SamplingParams:
             fail("stop_strings", "a tuple of non-empty strings")
         if not isinstance(self.stop_check_interval, (int, np.integer)) or self.stop_check_interval < 1:
             fail("stop_check_interval", "an integer >= 1")
+
+
+class GenerationCancelled(Exception):
+    """`Sampler.generate` stopped because its ``cancelled()`` callback said so.
+
+    Attributes:
+        steps: decode steps run before it stopped.
+    """
+
+    def __init__(self, steps: int):
+        super().__init__(f"generation cancelled after {steps} decode steps")
+        self.steps = steps
 
 
 @dataclasses.dataclass
@@ -774,6 +787,7 @@ class Sampler:
         key: jax.Array,
         *,
         params: Any = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> SampleOutput:
         """Generate ``sampling.num_samples`` answers for every prompt.
 
@@ -782,9 +796,14 @@ class Sampler:
             sampling: the sampling settings.
             key: PRNG key; the same key, prompts and settings give the same output.
             params: optional weights for this call (default: the current ones, see `set_params`).
+            cancelled: asked on the host between chunks of ``sampling.stop_check_interval``
+                decode steps; True stops the generation (e.g. the judge server's client hung up).
 
         Returns:
             SampleOutput with ``len(prompts) * num_samples`` rows, prompt-major.
+
+        Raises:
+            GenerationCancelled: when ``cancelled()`` said so; it holds the decode steps run.
         """
         if not prompts:
             raise ValueError("generate: no prompts given")
@@ -825,7 +844,7 @@ class Sampler:
             if step < max_new and not all_done:
                 window = self.attention_window(prompt_len, step, max_new)
                 stop_step = min(max_new, window - prompt_len + 1)
-                if sampling.stop_strings:
+                if sampling.stop_strings or cancelled is not None:
                     stop_step = min(stop_step, next_check)
                 if state.cache.num_slots < window:
                     state = state._replace(cache=self._grow_cache(
@@ -838,18 +857,21 @@ class Sampler:
                 step = int(state.step)
                 all_done = bool(jnp.all(state.done))
             finished = step >= max_new or all_done
-            if sampling.stop_strings and (step >= next_check or finished):
+            if (sampling.stop_strings or cancelled is not None) and (step >= next_check or finished):
                 next_check = step + sampling.stop_check_interval
-                host_done = np.asarray(state.done)
-                newly_stopped = self._check_stop_strings(
-                    np.asarray(state.tokens), np.asarray(state.lengths), host_done, row_active,
-                    sampling.stop_strings, stop_rows, checked,
-                )
-                if newly_stopped.any():
-                    host_done = host_done | newly_stopped
-                    all_done = bool(np.all(host_done))
-                    state = state._replace(done=self._put_rows(host_done))
-                finished = step >= max_new or all_done
+                if cancelled is not None and not finished and cancelled():
+                    raise GenerationCancelled(step)
+                if sampling.stop_strings:
+                    host_done = np.asarray(state.done)
+                    newly_stopped = self._check_stop_strings(
+                        np.asarray(state.tokens), np.asarray(state.lengths), host_done,
+                        row_active, sampling.stop_strings, stop_rows, checked,
+                    )
+                    if newly_stopped.any():
+                        host_done = host_done | newly_stopped
+                        all_done = bool(np.all(host_done))
+                        state = state._replace(done=self._put_rows(host_done))
+                    finished = step >= max_new or all_done
             if finished:
                 break
         return self._finish(state, num_prompts * samples, samples, stop_rows)

@@ -223,3 +223,55 @@ def test_seeded_sampling_with_several_choices(base_url):
     assert texts == [c["message"]["content"] for c in again["choices"]]
     assert texts != [c["message"]["content"] for c in other["choices"]]
     assert texts[0] != texts[1]
+
+
+def test_a_client_that_leaves_during_generation_stops_it(tiny, monkeypatch, caplog):
+    model, tokenizer = tiny
+    engine = serve_judge.ChatCompletionEngine(model, tokenizer, model_name="tiny-judge",
+                                              max_new_tokens_cap=64, cancel_check_tokens=4)
+    chunks = []
+    decode = engine.sampler._decode
+    monkeypatch.setattr(engine.sampler, "_decode",
+                        lambda *a, **k: chunks.append(1) or decode(*a, **k))
+    request = serve_judge.parse_chat_request(
+        {"messages": CONVERSATIONS[0], "max_tokens": 64, "temperature": 0,
+         "logprobs": False}, max_new_tokens_cap=64)
+    # The client is there when the turn comes and for the first check, then gone.
+    answers = iter([False, False, True])
+    with pytest.raises(serve_judge.ClientGone, match="after 9 decode steps; generation stopped"):
+        engine.complete(request, client_gone=lambda: next(answers))
+    assert engine.cancelled_requests == 1 and len(chunks) == 2  # Of 16 chunks of 4 steps.
+    # Without a departure the same request runs to the end.
+    chunks.clear()
+    reply = engine.complete(request, client_gone=lambda: False)
+    assert reply["choices"][0]["finish_reason"] in ("stop", "length") and len(chunks) >= 2
+
+
+def test_a_reply_to_a_closed_connection_is_one_log_line(base_url, engine, monkeypatch, caplog):
+    import socket
+
+    host, port = base_url.removeprefix("http://").removesuffix("/v1").split(":")
+    generate = engine.sampler.generate
+    closed = threading.Event()
+
+    def generate_after_the_client_left(*args, **kwargs):
+        closed.wait(10)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(engine.sampler, "generate", generate_after_the_client_left)
+    monkeypatch.setattr(engine, "cancel_check_tokens", 1000)  # Not noticed before the reply.
+    body = b'{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}'
+    with caplog.at_level("INFO"):
+        connection = socket.create_connection((host, int(port)))
+        connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\n"
+                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.3)  # The server has read the request and waits in generate.
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        connection.close()  # A reset, as a client that timed out.
+        closed.set()
+        deadline = time.monotonic() + 30
+        while "hung up" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert "hung up before its reply was sent" in caplog.text
+    assert "Traceback" not in caplog.text and "BrokenPipeError" not in caplog.text
