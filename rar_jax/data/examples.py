@@ -18,6 +18,7 @@ answer (None when the data has none) and a stable id. Readers per format:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from ml_collections import config_dict
 
-from rar_jax.rubrics.ablations import apply_rubric_ablation
+from rar_jax.rubrics.ablations import AblationLeavesNoCriteria, apply_rubric_ablation
 from rar_jax.io import iter_jsonl_values
 from rar_jax.rubrics.readers import (
     rubric_from_healthbench_record,
@@ -33,6 +34,8 @@ from rar_jax.rubrics.readers import (
     rubric_from_rar_record,
 )
 from rar_jax.rubrics.schema import Rubric, RubricError
+
+logger = logging.getLogger(__name__)
 
 # Bad records named in one error message (all are counted).
 MAX_LISTED_PROBLEMS = 20
@@ -170,9 +173,6 @@ def read_examples(
         except RubricError as error:
             problems.append(str(error))
             continue
-        if rubric is not None and example.rubric is not None:
-            ablated = apply_rubric_ablation(example.rubric, rubric.ablation)
-            example = dataclasses.replace(example, rubric=ablated)
         examples.append(example)
         if limit and len(examples) + len(problems) >= limit:
             break
@@ -186,7 +186,36 @@ def read_examples(
         )
     if not examples:
         raise ValueError(f"{name}: no records")
-    return examples
+    return examples if rubric is None else ablated_examples(examples, rubric.ablation, name)
+
+
+def ablated_examples(examples: Sequence[Example], ablation: str, source: str) -> list[Example]:
+    """``examples`` with ``ablation`` (``rubric.ablation``) applied to their rubrics; an example
+    the ablation leaves without criteria is left out, and how many were is logged.
+
+    Raises:
+        RubricError: naming ``source``, when the ablation leaves no example at all.
+    """
+    kept, skipped = [], []
+    for example in examples:
+        if example.rubric is None:
+            kept.append(example)
+            continue
+        try:
+            rubric = apply_rubric_ablation(example.rubric, ablation)
+        except AblationLeavesNoCriteria:
+            skipped.append(example.example_id)
+            continue
+        kept.append(dataclasses.replace(example, rubric=rubric))
+    if skipped:
+        logger.warning(
+            "%s: rubric.ablation=%s leaves no criteria in %d of %d examples; they are left out "
+            "(%s%s)", source, ablation, len(skipped), len(examples), ", ".join(skipped[:5]),
+            " ..." if len(skipped) > 5 else "")
+    if not kept:
+        raise RubricError(f"{source}: rubric.ablation={ablation} leaves no criteria in any of "
+                          f"its {len(examples)} examples")
+    return kept
 
 
 class ExampleStream:

@@ -39,7 +39,7 @@ import tqdm
 from ml_collections import config_dict
 
 from rar_jax.data.builders import BUILDERS, make_builder
-from rar_jax.data.examples import EXAMPLE_READERS, Example, read_examples
+from rar_jax.data.examples import EXAMPLE_READERS, Example, ablated_examples, read_examples
 from rar_jax.rubrics.ablations import apply_rubric_ablation
 from rar_jax.rubrics.readers import PITFALL_POLARITY_DEFAULTS
 
@@ -197,6 +197,7 @@ def example_from_tfds_record(
     rubric: config_dict.ConfigDict | None = None,
     gpqa_run: int = 0,
     gpqa_template: str = GPQA_TEMPLATE,
+    ablate: bool = True,
 ) -> Example:
     """One record of a data source (raw or decoded) -> Example.
 
@@ -206,6 +207,9 @@ def example_from_tfds_record(
         rubric: the ``rubric`` config section (pitfall polarity, ablation), or None.
         gpqa_run: which answer order a GPQA record is shown in.
         gpqa_template: the GPQA user turn (fields question, A, B, C, D).
+        ablate: apply ``rubric.ablation`` (an ablation that leaves no criteria raises
+            ``AblationLeavesNoCriteria``; :func:`read_tfds_examples` applies it itself, leaving
+            such examples out).
     """
     record = decode_record(record)
     kind = record["format"]
@@ -221,7 +225,7 @@ def example_from_tfds_record(
     example = EXAMPLE_READERS[kind](json.loads(record["record"]), record["source"],
                                     pitfall_polarity=polarity)
     example = dataclasses.replace(example, example_id=record["example_id"])
-    if rubric is not None and example.rubric is not None:
+    if ablate and rubric is not None and example.rubric is not None:
         example = dataclasses.replace(
             example, rubric=apply_rubric_ablation(example.rubric, rubric.ablation)
         )
@@ -269,9 +273,11 @@ def read_tfds_examples(
             indices = list(range(start, min(start + READ_CHUNK, count)))
             for record in source.__getitems__(indices):
                 examples.append(example_from_tfds_record(record, dataset=name, rubric=rubric,
-                                                         gpqa_run=gpqa_run))
+                                                         gpqa_run=gpqa_run, ablate=False))
             progress.update(len(indices))
-    return examples
+    if rubric is None:
+        return examples
+    return ablated_examples(examples, rubric.ablation, f"{name}:{split}")
 
 
 def parse_tfds_location(location: str) -> tuple[str, str | None, str]:

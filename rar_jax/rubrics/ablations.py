@@ -3,6 +3,10 @@
 ``RUBRIC_ABLATIONS``: "all" (the full rubric), "essential_only" (only Essential criteria) and
 "no_pitfalls" (every criterion except the Pitfalls). The "no category labels" ablation changes how
 a rubric is shown to the judge, not which criteria it holds, so it is a prompt option.
+
+An ablation that leaves a rubric without criteria raises :class:`AblationLeavesNoCriteria`; the
+training-data readers (``rar_jax.data``) leave such examples out, count them and log how many
+(the paper does not say what it did with them; scoring them by an empty rubric is impossible).
 """
 
 from __future__ import annotations
@@ -12,6 +16,12 @@ from collections.abc import Callable
 
 from rar_jax.rubrics.schema import Category, Rubric, RubricError
 
+
+class AblationLeavesNoCriteria(RubricError):
+    """The ablation removes every criterion of a rubric (e.g. essential_only on a rubric without
+    an Essential item). The data readers skip such examples and count them."""
+
+
 def _filtered(rubric: Rubric, keep: Callable[[Category | None], bool], ablation: str) -> Rubric:
     if not rubric.has_categories:
         raise RubricError(
@@ -19,7 +29,7 @@ def _filtered(rubric: Rubric, keep: Callable[[Category | None], bool], ablation:
         )
     criteria = tuple(criterion for criterion in rubric.criteria if keep(criterion.category))
     if not criteria:
-        raise RubricError(f"{rubric.source}: ablation {ablation!r} leaves no criteria")
+        raise AblationLeavesNoCriteria(f"{rubric.source}: ablation {ablation!r} leaves no criteria")
     return dataclasses.replace(rubric, criteria=criteria)
 
 

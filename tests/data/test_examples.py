@@ -66,3 +66,28 @@ def test_stream_is_seeded_reshuffles_and_resumes(shared_data):
     assert [e.example_id for e in resumed.next_batch(4)] == served[4:]
     other_seed = ExampleStream(examples, seed=4)
     assert [e.example_id for e in other_seed.next_batch(5)] != epoch0
+
+
+def test_an_ablation_that_empties_a_rubric_skips_that_example(shared_data, tmp_path, caplog):
+    # Table 2's essential_only on a record whose rubric has no Essential item: that example is
+    # left out (and counted), not a crash of the run.
+    records = [json.loads(line) for line in
+               (shared_data / "rar_samples" / "rar_medicine_sample3.jsonl").read_text().splitlines()]
+    no_essential = dict(records[0])
+    no_essential["rubric"] = [item for item in records[0]["rubric"]
+                              if not item["description"].startswith("Essential Criteria")]
+    no_essential["rubric_list"] = [item["description"] for item in no_essential["rubric"]]
+    no_essential["rubric_count"] = len(no_essential["rubric"])
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [no_essential] + records[1:]))
+    config = rar_config.base_config().rubric
+    config.ablation = "essential_only"
+    with caplog.at_level("WARNING"):
+        examples = read_examples(path, "rar", rubric=config)
+    assert [e.example_id for e in examples] == [f"{path}:2", f"{path}:3"]
+    assert all(c.category.value == "essential" for e in examples for c in e.rubric.criteria)
+    assert "leaves no criteria in 1 of 3 examples" in caplog.text
+    only_that_one = tmp_path / "none.jsonl"
+    only_that_one.write_text(json.dumps(no_essential) + "\n")
+    with pytest.raises(RubricError, match="leaves no criteria in any of its 1 examples"):
+        read_examples(only_that_one, "rar", rubric=config)
