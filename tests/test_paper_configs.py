@@ -53,6 +53,23 @@ def default_locations(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.mark.parametrize("name", ["medicine_rar_implicit", "table11_qwen7b_implicit"])
+def test_the_rows96_variant_reads_batch_96_as_rows(name):
+    config, full = load_config(name, "rows96"), load_config(name)
+    rar_config.validate(config, num_devices=8)
+    assert config.rl.prompts_per_step * config.rl.num_generations == 96
+    assert config.output_dir == f"runs/paper_rows96/{name}"
+    config.rl.prompts_per_step, config.output_dir = full.rl.prompts_per_step, full.output_dir
+    assert config.to_dict() == full.to_dict()  # Nothing else differs.
+
+
+def test_prompt_and_answer_must_fit_the_context():
+    config = load_config("medicine_rar_implicit")
+    config.rl.max_completion_length = 3584
+    with pytest.raises(rar_config.ConfigError, match="rl.max_sequence_length' is 3584"):
+        rar_config.validate(config)
+
+
 def test_one_config_file_per_experiment():
     common = runpy.run_path(str(PAPER_DIR / "common.py"))
     assert sorted(common["EXPERIMENTS"]) == NAMES
@@ -67,20 +84,25 @@ def test_full_variant_has_the_paper_setup(name):
     config = load_config(name)
     rar_config.validate(config)
     rar_config.validate(config, num_devices=8)  # One node of 8 GPUs, as in the paper.
-    assert config.rl.prompts_per_step * config.rl.num_generations == 96
-    assert config.rl.num_generations == 16
+    # "16 rollouts per prompt, batch 96": 96 prompts x 16 = 1,536 rows per step.
+    assert (config.rl.prompts_per_step, config.rl.num_generations) == (96, 16)
     assert (config.optim.learning_rate, config.optim.warmup_fraction) == (5e-6, 0.1)
     assert config.optim.num_steps == 300 and config.sampling.temperature == 1.0
-    assert config.rl.max_completion_length == 3584
+    # A context of 3,584 tokens for prompt and answer together.
+    assert config.rl.max_sequence_length == 3584
+    assert config.rl.max_prompt_length + config.rl.max_completion_length == 3584
     assert config.model.source.endswith("Qwen2.5-7B")
-    assert config.judge.backend == "http" and config.output_dir == f"runs/paper/{name}"
-    assert config.judge.http.base_url == "https://api.openai.com/v1"
-    expected_judge = {"qwen32b": "Qwen/Qwen2.5-32B-Instruct",
-                      "qwen14b": "Qwen/Qwen2.5-14B-Instruct",
-                      "qwen7b": "Qwen/Qwen2.5-7B-Instruct"}
-    judge = next((model for key, model in expected_judge.items() if f"_{key}_" in name
-                  and name.startswith("table11")), "gpt-4o-mini")
-    assert config.judge.http.model == judge
+    assert config.output_dir == f"runs/paper/{name}"
+    local_judges = {"qwen32b": ("Qwen2.5-32B-Instruct", 4), "qwen14b": ("Qwen2.5-14B-Instruct", 2),
+                    "qwen7b": ("Qwen2.5-7B-Instruct", 2)}
+    local = next((spec for key, spec in local_judges.items()
+                  if name.startswith(f"table11_{key}_")), None)
+    if local is None:  # gpt-4o-mini over the OpenAI API.
+        assert config.judge.backend == "http" and config.judge.http.model == "gpt-4o-mini"
+        assert config.judge.http.base_url == "https://api.openai.com/v1"
+    else:  # Table 11's Qwen judges in-process, on their own devices, never an OpenAI URL.
+        assert config.judge.backend == "jax" and config.judge.devices == local[1]
+        assert config.judge.model_source.endswith(local[0])
 
     if "eval" in config:  # rar-eval's section (Figure 2: HealthBench / GPQA; Tables 1-3: 1k).
         expected_eval = ("tfds:gpqa_diamond:test" if name.startswith("science_") else

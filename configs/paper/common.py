@@ -5,18 +5,23 @@ Every file beside this one is a thin wrapper: ``get_config(variant)`` returns
 
 - ``full`` (the default): the paper's setup (PAPER.md section 4). Policy Qwen2.5-7B (base) from
   the HF checkpoint directory in ``$RAR_POLICY_DIR`` (default ``checkpoints/Qwen2.5-7B``), GRPO
-  with 16 answers per prompt and 6 prompts per step (96 rows), lr 5e-6 constant after a 10 %
-  linear warm-up, temperature 1.0, 3,584 completion tokens, 300 steps, judge gpt-4o-mini over an
-  OpenAI-compatible HTTP API (``$RAR_JUDGE_URL``, default ``https://api.openai.com/v1``; key in
-  ``$OPENAI_API_KEY``). Data from built TFDS data sets (``rar-build-dataset``:
+  with 16 answers per prompt and 96 prompts per step (1,536 rows; see
+  :data:`PAPER_PROMPTS_PER_STEP`), lr 5e-6 constant after a 10 % linear warm-up, temperature 1.0,
+  a context of 3,584 tokens (prompt <= 1,024 + answer <= 2,560), 300 steps, judge gpt-4o-mini
+  over an OpenAI-compatible HTTP API (``$RAR_JUDGE_URL``, default ``https://api.openai.com/v1``;
+  key in ``$OPENAI_API_KEY``), Table 11's Qwen judges in-process on their own devices
+  (:data:`LOCAL_JUDGES`). Data from built TFDS data sets (``rar-build-dataset``:
   ``tfds:rar_medicine:train`` ...) and, for the rubric ablations, from JSONL files of generated
   rubrics in ``$RAR_RUBRICS_DIR`` (default ``rubrics``; see :func:`rubric_file`).
+- ``rows96``: ``full`` with the other reading of the paper's "batch 96": 6 prompts x 16 answers
+  = 96 rows per step (writes to ``runs/paper_rows96/<name>``).
 - ``small``: the same experiment on 2 CPU cores: the embedded SmolLM2-135M-Instruct as policy and
   in-process JAX judge, the sample records of ``../shared/data``, 2 prompts x 4 answers of at
   most 64 tokens, 4 steps, held-out rewards at the start and the end.
 
     rar-train --config=configs/paper/medicine_rar_implicit.py
     rar-train --config=configs/paper/medicine_rar_implicit.py:small
+    rar-train --config=configs/paper/medicine_rar_implicit.py:rows96
     rar-train --config=configs/paper/table3_qwen7b_noref.py --config.judge.http.base_url=...
 
 What the paper does not give (KL coefficient, clip range, loss aggregation, prompt template) is
@@ -39,7 +44,16 @@ from rar_jax.config import base_config
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHARED_DATA = pathlib.Path(os.environ.get("RAR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
-VARIANTS = ("full", "small")
+VARIANTS = ("full", "rows96", "small")
+
+# The paper's batch: "16 rollouts per prompt, batch 96", read as 96 prompts x 16 rollouts = 1,536
+# rows per step (300 steps x 96 prompts = 1.6 passes over RaR-Medicine's 17,926 training prompts;
+# 6 prompts would see 10% of them). The other reading, 6 x 16 = 96 rows, is the `rows96` variant.
+PAPER_PROMPTS_PER_STEP = 96
+ROWS96_PROMPTS_PER_STEP = 6
+# The paper's context is 3,584 tokens for prompt and answer together; the split is ours.
+PAPER_CONTEXT = 3584
+PAPER_MAX_PROMPT = 1024
 
 # Judges of the paper (Table 11 compares sizes): name -> model name sent to the HTTP API.
 JUDGE_MODELS = {
@@ -47,6 +61,14 @@ JUDGE_MODELS = {
     "qwen32b": "Qwen/Qwen2.5-32B-Instruct",
     "qwen14b": "Qwen/Qwen2.5-14B-Instruct",
     "qwen7b": "Qwen/Qwen2.5-7B-Instruct",
+}
+# Table 11's Qwen judges run in-process (jax backend) on their own devices of the node, from the
+# HF checkpoint directory $RAR_CHECKPOINTS_DIR/<dir> (default checkpoints/<dir>): name -> (dir,
+# devices). Devices are ours: bf16 compute over f32 parameters, the 32B judge on 4 of 8 GPUs.
+LOCAL_JUDGES = {
+    "qwen32b": ("Qwen2.5-32B-Instruct", 4),
+    "qwen14b": ("Qwen2.5-14B-Instruct", 2),
+    "qwen7b": ("Qwen2.5-7B-Instruct", 2),
 }
 # Rubric generators of Table 3: name -> the model (for file names and documentation).
 RUBRIC_GENERATORS = {
@@ -241,10 +263,11 @@ def paper_hyperparameters(config: config_dict.ConfigDict) -> None:
     config.mesh.data = 1
     config.mesh.fsdp = -1  # Every device: 8 H100 in the paper.
     config.mesh.tensor = 1
-    config.rl.prompts_per_step = 6
-    config.rl.num_generations = 16  # 6 x 16 = 96 rows.
-    config.rl.max_prompt_length = 1024
-    config.rl.max_completion_length = 3584
+    config.rl.prompts_per_step = PAPER_PROMPTS_PER_STEP
+    config.rl.num_generations = 16  # 96 x 16 = 1,536 rows per step.
+    config.rl.max_sequence_length = PAPER_CONTEXT
+    config.rl.max_prompt_length = PAPER_MAX_PROMPT
+    config.rl.max_completion_length = PAPER_CONTEXT - PAPER_MAX_PROMPT
     config.rl.micro_batch_size = 16
     config.sampling.temperature = 1.0
     config.optim.learning_rate = 5e-6
@@ -300,13 +323,16 @@ def experiment_config(name: str, variant: str = "full") -> config_dict.ConfigDic
     config.judge.show_categories = experiment.show_labels
     config.judge.show_weights = experiment.show_labels
     config.reward.method = experiment.method
-    if variant == "full":
+    if variant in ("full", "rows96"):
         paper_hyperparameters(config)
-        config.judge.http.model = JUDGE_MODELS[experiment.judge]
+        set_judge(config, experiment.judge)
         config.data.train_path = data.train_path
         config.data.eval_path = data.eval_path
         config.data.eval_size = data.eval_size
         config.output_dir = f"runs/paper/{name}"
+        if variant == "rows96":
+            config.rl.prompts_per_step = ROWS96_PROMPTS_PER_STEP
+            config.output_dir = f"runs/paper_rows96/{name}"
     else:
         small_hyperparameters(config)
         config.data.train_path = str(SHARED_DATA / data.small_path)
@@ -316,6 +342,17 @@ def experiment_config(name: str, variant: str = "full") -> config_dict.ConfigDic
         config.output_dir = f"runs/paper_small/{name}"
     set_evaluation(config, name, variant)
     return config
+
+
+def set_judge(config: config_dict.ConfigDict, judge: str) -> None:
+    """gpt-4o-mini over the OpenAI-compatible API, or a Qwen judge of Table 11 in-process."""
+    config.judge.http.model = JUDGE_MODELS[judge]
+    if judge in LOCAL_JUDGES:
+        directory, devices = LOCAL_JUDGES[judge]
+        config.judge.backend = "jax"
+        config.judge.model_source = str(
+            pathlib.Path(os.environ.get("RAR_CHECKPOINTS_DIR", "checkpoints")) / directory)
+        config.judge.devices = devices
 
 
 def set_evaluation(config: config_dict.ConfigDict, name: str, variant: str) -> None:

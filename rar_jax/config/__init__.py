@@ -166,6 +166,14 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
     need(rl.micro_batch_size >= 0, "rl.micro_batch_size", "must be >= 0 (0 = the whole batch)")
     need(rl.logprob_chunk_size >= 1, "rl.logprob_chunk_size", "must be >= 1")
     need(rl.max_completion_length >= 1, "rl.max_completion_length", "must be >= 1")
+    need(rl.max_sequence_length >= 0, "rl.max_sequence_length", "must be >= 0 (0 = no limit)")
+    need(
+        not rl.max_sequence_length
+        or rl.max_prompt_length + rl.max_completion_length <= rl.max_sequence_length,
+        "rl.max_sequence_length",
+        f"is {rl.max_sequence_length}, but rl.max_prompt_length + rl.max_completion_length = "
+        f"{rl.max_prompt_length} + {rl.max_completion_length} does not fit in it",
+    )
     need(rl.advantage.std_ddof >= 0, "rl.advantage.std_ddof", "must be >= 0")
     need(rl.advantage.epsilon >= 0, "rl.advantage.epsilon", "must be >= 0")
     need(0 <= loss.epsilon_low < 1, "rl.loss.epsilon_low", "must be in [0, 1)")

@@ -59,6 +59,7 @@ def get_config() -> config_dict.ConfigDict:
     config.rl.max_prompt_length = 512  # Longest chat-formatted prompt in tokens; longer ones are left out.
     config.rl.pad_prompts_to_max_length = False  # One prompt shape (fewer compiles, more padding) instead of buckets.
     config.rl.max_completion_length = 1024  # Longest sampled answer in tokens; Dr.GRPO's normaliser.
+    config.rl.max_sequence_length = 0  # Context limit: max_prompt_length + max_completion_length must fit; 0 = none.
     config.rl.max_consecutive_skipped = 5  # Stop (with a checkpoint) after this many non-finite updates in a row.
 
     config.rl.advantage = config_dict.ConfigDict()

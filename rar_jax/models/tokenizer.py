@@ -27,7 +27,8 @@ class Tokenizer:
         chat_template: jinja2 source of the chat template (None if the model has none).
         bos_token, eos_token, pad_token: token strings (bos/pad may be None).
         bos_id, eos_id, pad_id: their ids (pad_id falls back to eos_id when there is no pad token).
-        stop_ids: ids that end generation (eos plus any extra, e.g. from generation_config.json).
+        stop_ids: ids that end generation: eos, any extra (e.g. from generation_config.json) and
+            the special token the chat template ends an assistant turn with.
         source: where it was loaded from, for error messages.
     """
 
@@ -51,8 +52,33 @@ class Tokenizer:
         self.eos_id = self._id_of(eos_token, "eos_token")
         self.bos_id = self._id_of(bos_token, "bos_token") if bos_token is not None else None
         self.pad_id = self._id_of(pad_token, "pad_token") if pad_token is not None else self.eos_id
-        self.stop_ids = tuple(dict.fromkeys([self.eos_id, *[int(i) for i in extra_stop_ids]]))
         self._template = None
+        turn_end = self._turn_end_id()
+        self.stop_ids = tuple(dict.fromkeys(
+            [self.eos_id, *[int(i) for i in extra_stop_ids], *([turn_end] if turn_end else [])]))
+
+    def _turn_end_id(self) -> int | None:
+        """The special token the chat template writes right after an assistant answer (Qwen2.5's
+        ``<|im_end|>``, Llama 3's ``<|eot_id|>``), or None. A base model whose eos token is
+        another one (Qwen2.5-7B: ``<|endoftext|>``) must stop there too, or its answers run on
+        into a made-up next turn."""
+        if self.chat_template is None:
+            return None
+        marker = "RARJAXANSWERMARKER"
+        try:
+            text = self.apply_chat_template(
+                [{"role": "user", "content": "Q"}, {"role": "assistant", "content": marker}],
+                add_generation_prompt=False,
+            )
+        except Exception as error:  # A template may refuse this conversation; then no turn end.
+            logger.debug("%s: chat template has no plain assistant turn (%s)", self.source, error)
+            return None
+        if marker not in text:
+            return None
+        special = {token_id for token_id, token in self.backend.get_added_tokens_decoder().items()
+                   if token.special}
+        after = self.encode(text.split(marker, 1)[1])
+        return next((token_id for token_id in after if token_id in special), None)
 
     def _id_of(self, token: str, field: str) -> int:
         token_id = self.backend.token_to_id(token)

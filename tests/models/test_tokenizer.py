@@ -125,3 +125,36 @@ def test_gguf_metadata_errors_name_the_field():
             },
             source="x.gguf",
         )
+
+
+def _chatml_base_tokenizer(template: str) -> Tokenizer:
+    """A Qwen2.5-base-like tokenizer: eos <|endoftext|>, turns in ChatML ended by <|im_end|>."""
+    import tokenizers
+    from tokenizers import models, pre_tokenizers
+
+    vocabulary = {char: index for index, char in enumerate("abcdefghijklmnopqrstuvwxyzQ\n ")}
+    backend = tokenizers.Tokenizer(models.WordLevel(vocabulary, unk_token="Q"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    backend.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    return Tokenizer(backend, chat_template=template, eos_token="<|endoftext|>",
+                     source="chatml base")
+
+
+# Our own ChatML template (the layout of Qwen2.5's): each turn ends with <|im_end|>.
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_a_base_model_stops_at_the_chat_templates_turn_end_too():
+    tokenizer = _chatml_base_tokenizer(CHATML)
+    end_of_text, im_end = (tokenizer.backend.token_to_id(t) for t in ("<|endoftext|>", "<|im_end|>"))
+    assert tokenizer.eos_id == end_of_text
+    assert tokenizer.stop_ids == (end_of_text, im_end)
+    # A template that ends a turn with plain text adds nothing; neither does none at all.
+    plain = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    assert _chatml_base_tokenizer(plain).stop_ids == (end_of_text,)
+    assert _chatml_base_tokenizer(None).stop_ids == (end_of_text,)
+
+
+def test_the_embedded_chat_model_stops_at_its_eos(smollm2_tokenizer):
+    assert smollm2_tokenizer.stop_ids == (smollm2_tokenizer.eos_id,)  # <|im_end|> is its eos.
