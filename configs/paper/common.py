@@ -39,6 +39,7 @@ import pathlib
 from ml_collections import config_dict
 
 from rar_jax.config import base_config
+from rar_jax.judges.prompts import PAPER_PROMPTS
 
 # Where the small variant's sample data lives: ../shared/data beside the repository root.
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -323,6 +324,7 @@ def experiment_config(name: str, variant: str = "full") -> config_dict.ConfigDic
     config.judge.show_categories = experiment.show_labels
     config.judge.show_weights = experiment.show_labels
     config.reward.method = experiment.method
+    config.judge.templates_dir = PAPER_PROMPTS  # The paper's appendix prompts (docs/paper.md).
     if variant in ("full", "rows96"):
         paper_hyperparameters(config)
         set_judge(config, experiment.judge)

@@ -144,7 +144,7 @@ def get_config() -> config_dict.ConfigDict:
     config.judge.min_verdict_mass = 0.0  # Verdict tokens' probability mass below this makes the judgment fail (NaN).
     config.judge.show_categories = True  # Show the category label of each criterion to the implicit judge.
     config.judge.show_weights = True  # Show the weight of each criterion to the implicit judge.
-    config.judge.templates_dir = ""  # Folder of replacement prompt templates; "" = the packaged ones.
+    config.judge.templates_dir = ""  # Folder of replacement prompt templates; "" = the packaged ones; "paper" = the paper's appendix prompts ($RAR_SHARED_DATA/paper_prompts).
     config.judge.http = config_dict.ConfigDict()
     config.judge.http.base_url = "http://127.0.0.1:8000/v1"  # API root; requests go to {base_url}/chat/completions.
     config.judge.http.model = "judge"  # Model name sent with every request.

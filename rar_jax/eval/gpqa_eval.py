@@ -367,7 +367,8 @@ def grade_gpqa(
         messages = [
             prompts.gpqa_verifier_prompt(
                 items[i].question_with_choices(),
-                f"{items[i].answer_letter}) {items[i].choices[items[i].answer_index]}",
+                items[i].answer_letter,
+                items[i].choices[items[i].answer_index],
                 answers[i],
                 templates_dir=templates_dir,
             ).messages

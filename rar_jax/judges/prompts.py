@@ -39,10 +39,12 @@ import functools
 import json
 import os
 import pathlib
+import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from rar_jax.data.shared import shared_file
 from rar_jax.rubrics.readers import rubric_from_rar_record
 from rar_jax.rubrics.schema import Criterion, Polarity, Rubric
 
@@ -71,6 +73,8 @@ __all__ = [
 ]
 
 PACKAGED_TEMPLATES_DIR = pathlib.Path(__file__).resolve().parent / "templates"
+# judge.templates_dir value naming the paper's appendix prompts ($RAR_SHARED_DATA/paper_prompts).
+PAPER_PROMPTS = "paper"
 
 # Exact reply beginnings, up to the verdict value, of the verdict-scored judge templates.
 RATING_PREFIX = '{"rating": '
@@ -99,13 +103,24 @@ class JudgePrompt:
     verdict_prefix: str | None
 
 
+def resolve_templates_dir(templates_dir: TemplatesDir) -> pathlib.Path | None:
+    """The folder of ``templates_dir``: :data:`PAPER_PROMPTS` names the paper's own prompts in
+    the shared data (``$RAR_SHARED_DATA/paper_prompts``); None / "" mean the packaged ones."""
+    if templates_dir is None or os.fspath(templates_dir) == "":
+        return None
+    if os.fspath(templates_dir) == PAPER_PROMPTS:
+        return shared_file("paper_prompts")
+    return pathlib.Path(templates_dir)
+
+
 def template_path(name: str, templates_dir: TemplatesDir = None) -> pathlib.Path:
     """The file for template ``name`` (e.g. ``"implicit_judge.user.txt"``).
 
-    ``templates_dir/name`` when that file exists, else the packaged file.
+    ``templates_dir/name`` when that file exists, else the packaged file (a folder may replace
+    only some files: the paper prints no system text for the GPQA verifier, for instance).
     """
-    if templates_dir is not None:
-        folder = pathlib.Path(templates_dir)
+    folder = resolve_templates_dir(templates_dir)
+    if folder is not None:
         if not folder.is_dir():
             raise ValueError(f"templates_dir {os.fspath(folder)!r}: expected an existing folder")
         candidate = folder / name
@@ -136,14 +151,23 @@ def load_template(name: str, templates_dir: TemplatesDir = None) -> tuple[string
     return _read_template(os.fspath(path), path.stat().st_mtime_ns), os.fspath(path)
 
 
-def _render(name: str, templates_dir: TemplatesDir, values: Mapping[str, str]) -> str:
-    """Fills template ``name``; its placeholders must be exactly the keys of ``values``."""
+def _render(
+    name: str,
+    templates_dir: TemplatesDir,
+    values: Mapping[str, str],
+    optional: Collection[str] = (),
+) -> str:
+    """Fills template ``name`` from ``values``.
+
+    The template must use every key of ``values`` except those in ``optional`` (which a
+    replacement may leave out, e.g. the paper's GPQA verifier shows no question) and no other.
+    """
     template, path = load_template(name, templates_dir)
     used = set(template.get_identifiers())
     expected = set(values)
-    if used != expected:
-        missing = sorted(expected - used)
-        unknown = sorted(used - expected)
+    missing = sorted(expected - used - set(optional))
+    unknown = sorted(used - expected)
+    if missing or unknown:
         parts = []
         if missing:
             parts.append("does not use " + ", ".join(f"${{{key}}}" for key in missing))
@@ -154,12 +178,30 @@ def _render(name: str, templates_dir: TemplatesDir, values: Mapping[str, str]) -
     return template.substitute(values)
 
 
+def reply_prefix(name: str, templates_dir: TemplatesDir, key: str, default: str) -> str:
+    """The start of the reply up to the verdict value that template pair ``name`` asks for.
+
+    A template that shows its reply as a fenced JSON example (the paper's judges: ``````json``,
+    then ``{``, then ``"rating": 7``) asks the judge to start its reply with that fence, so the
+    prefix is the example's text up to the value: ``"```json\n{\n\"rating\": "``. A template
+    without such an example (the packaged ones) asks for a bare JSON object: ``default``.
+    """
+    pattern = re.compile(r"```json[ \t]*\n?\{\s*\"" + re.escape(key) + r"\":[ \t]*")
+    for part in ("system", "user"):
+        template, _ = load_template(f"{name}.{part}.txt", templates_dir)
+        match = pattern.search(template.template)
+        if match:
+            return match.group(0)
+    return default
+
+
 def _messages(
-    name: str, templates_dir: TemplatesDir, values: Mapping[str, str]
+    name: str, templates_dir: TemplatesDir, values: Mapping[str, str],
+    optional: Collection[str] = (),
 ) -> list[ChatMessage]:
     return [
         {"role": "system", "content": _render(f"{name}.system.txt", templates_dir, {})},
-        {"role": "user", "content": _render(f"{name}.user.txt", templates_dir, values)},
+        {"role": "user", "content": _render(f"{name}.user.txt", templates_dir, values, optional)},
     ]
 
 
@@ -246,7 +288,8 @@ def implicit_judge_prompt(
         "response": _check_text(response, "response").strip(),
         "rubric": render_rubric(rubric, show_categories=show_categories, show_weights=show_weights),
     }
-    return JudgePrompt(_messages("implicit_judge", templates_dir, values), RATING_PREFIX)
+    return JudgePrompt(_messages("implicit_judge", templates_dir, values),
+                       reply_prefix("implicit_judge", templates_dir, "rating", RATING_PREFIX))
 
 
 def direct_likert_prompt(
@@ -257,7 +300,8 @@ def direct_likert_prompt(
         "conversation": render_conversation(conversation),
         "response": _check_text(response, "response").strip(),
     }
-    return JudgePrompt(_messages("direct_likert", templates_dir, values), RATING_PREFIX)
+    return JudgePrompt(_messages("direct_likert", templates_dir, values),
+                       reply_prefix("direct_likert", templates_dir, "rating", RATING_PREFIX))
 
 
 def reference_likert_prompt(
@@ -276,7 +320,8 @@ def reference_likert_prompt(
         "response": _check_text(response, "response").strip(),
         "reference": reference.strip(),
     }
-    return JudgePrompt(_messages("reference_likert", templates_dir, values), RATING_PREFIX)
+    return JudgePrompt(_messages("reference_likert", templates_dir, values),
+                       reply_prefix("reference_likert", templates_dir, "rating", RATING_PREFIX))
 
 
 def _criterion_text(criterion: Criterion | str) -> str:
@@ -406,21 +451,26 @@ def rubric_generation_prompt(
 def gpqa_verifier_prompt(
     question: str,
     correct_answer: str,
+    correct_answer_text: str,
     response: str,
     *,
     templates_dir: TemplatesDir = None,
 ) -> JudgePrompt:
     """GPQA fallback verifier: is the response's final answer the correct option? Reply Yes / No.
 
-    ``question`` should include the lettered options; ``correct_answer`` the correct letter and
-    text, e.g. ``"(C) 4.2 eV"``. The verdict is the reply's first word: ``verdict_prefix == ""``.
+    ``question`` should include the lettered options; ``correct_answer`` is the correct letter
+    (``"C"``) and ``correct_answer_text`` that option's text (``"4.2 eV"``). A replacement template
+    may leave out the question (the paper's verifier does). The verdict is the reply's first word:
+    ``verdict_prefix == ""``.
     """
     values = {
         "question": _check_text(question, "question").strip(),
         "correct_answer": _check_text(correct_answer, "correct_answer").strip(),
+        "correct_answer_text": _check_text(correct_answer_text, "correct_answer_text").strip(),
         "response": _check_text(response, "response").strip(),
     }
-    return JudgePrompt(_messages("gpqa_verifier", templates_dir, values), "")
+    return JudgePrompt(_messages("gpqa_verifier", templates_dir, values, optional=("question",)),
+                       "")
 
 
 def perturbation_prompt(

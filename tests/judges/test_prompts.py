@@ -185,7 +185,7 @@ def test_rubric_generation_variants():
 
 
 def test_gpqa_and_perturbation_prompts():
-    gpqa = prompts.gpqa_verifier_prompt("Q (A) 1 (B) 2", "(B) 2", "I think B.")
+    gpqa = prompts.gpqa_verifier_prompt("Q (A) 1 (B) 2", "B", "2", "I think B.")
     assert gpqa.verdict_prefix == ""
     assert "<correct_answer>\n(B) 2\n</correct_answer>" in gpqa.messages[1]["content"]
     perturb = prompts.perturbation_prompt([{"role": "user", "content": "q"}], "Ideal answer text.")
@@ -206,7 +206,7 @@ def test_every_packaged_template_renders_without_leftover_placeholders():
         prompts.healthbench_grader_verdict_prompt("q", "a", small_rubric().criteria[0]),
         prompts.rubric_generation_prompt("q", "r", domain="medical"),
         prompts.rubric_generation_prompt("q", None, domain="science"),
-        prompts.gpqa_verifier_prompt("q", "c", "a"),
+        prompts.gpqa_verifier_prompt("q", "c", "t", "a"),
         prompts.perturbation_prompt("q", "a"),
     ]
     for message in (m for prompt in built for m in prompt.messages):
