@@ -133,7 +133,8 @@ def healthbench_markdown(report: dict[str, Any], table: str) -> str:
         f"- examples: {counts['examples']} ({counts['scored_examples']} scored, "
         f"{counts['excluded_examples']} without a defined score)",
         f"- criteria graded: {counts['criteria'] - counts['failed_criteria']} of "
-        f"{counts['criteria']} ({counts['failed_criteria']} failed gradings left out of their "
+        f"{counts['criteria']} ({counts['resampled_criteria']} re-sampled after an unusable "
+        f"reply; {counts['failed_criteria']} failed gradings left out of their "
         "example's score)",
         f"- graded criteria judged met: {met}",
         f"- answers cut at max_new_tokens: {counts['answers_cut']}",
@@ -175,6 +176,8 @@ def run_healthbench(config: Any, output_dir: pathlib.Path) -> None:
         chunk_size=judge_chunk_size(config),
         grader_scoring=scoring,
         grader_threshold=float(config.eval.grader_threshold),
+        grader_prompt=config.eval.grader_prompt,
+        grader_max_resamples=config.eval.grader_max_resamples,
     )
     seconds = time.perf_counter() - start
     if result.metrics:
@@ -189,6 +192,9 @@ def run_healthbench(config: Any, output_dir: pathlib.Path) -> None:
     if scoring == "verdict_probs":
         del setup["grader_max_tokens"]  # Nothing is written.
         setup["grader_threshold"] = float(config.eval.grader_threshold)
+    else:
+        setup["grader_max_resamples"] = int(config.eval.grader_max_resamples)
+    setup["grader_prompt"] = config.eval.grader_prompt
     p_true = np.concatenate([np.asarray(p, np.float64) for p in result.grades.p_true])
     mass = np.concatenate([np.asarray(m, np.float64) for m in result.grades.verdict_mass])
     graded = result.total_criteria - result.failed_criteria
@@ -212,6 +218,7 @@ def run_healthbench(config: Any, output_dir: pathlib.Path) -> None:
             "excluded_examples": len(excluded),
             "criteria": result.total_criteria,
             "failed_criteria": result.failed_criteria,
+            "resampled_criteria": result.resampled_criteria(),
             "answers_cut": sum(reason == "length" for reason in result.finish_reasons),
         },
         "failure_reasons": result.failure_reasons(),

@@ -57,6 +57,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "judge.backend": factory.JUDGE_BACKENDS,
         "judge.scoring": jax_backend.SCORING_MODES,
         "eval.grader_scoring": healthbench_eval.GRADER_SCORING_MODES,
+        "eval.grader_prompt": healthbench_eval.GRADER_PROMPTS,
     }
     return {key: tuple(registry) for key, registry in registries.items()}
 
@@ -224,6 +225,13 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
             "with judge.backend='jax' and judge.scoring='verdict_probs' (the http judge only "
             "writes replies; use eval.grader_scoring='generate' with it)",
         )
+        need(
+            evaluation.grader_prompt != "simple_evals",
+            "eval.grader_scoring",
+            "is 'verdict_probs' but eval.grader_prompt is 'simple_evals', whose reply puts the "
+            "explanation before the verdict; use eval.grader_prompt='rar_jax' (verdict first)",
+        )
+    need(evaluation.grader_max_resamples >= 0, "eval.grader_max_resamples", "must be >= 0")
 
     data = config.data
     need(data.train_limit >= 0, "data.train_limit", "must be >= 0 (0 = all)")

@@ -175,6 +175,8 @@ def get_config() -> config_dict.ConfigDict:
     config.eval.max_new_tokens = 1024  # Most tokens of a policy answer (greedy decoding).
     config.eval.batch_size = 8  # Prompts per policy generate call.
     config.eval.grader_max_tokens = 256  # Most tokens of a grader / verifier reply (HealthBench's grader explains first).
+    config.eval.grader_prompt = "simple_evals"  # HealthBench grader: simple_evals (the official template, $RAR_SHARED_DATA/healthbench/grader_template.txt) or rar_jax (our paraphrase).
+    config.eval.grader_max_resamples = 5  # Re-ask a grading without a usable criteria_met up to this many times (simple-evals asks until success).
     config.eval.grader_scoring = "generate"  # HealthBench grading: generate (write and parse the grader JSON) or verdict_probs (read P(true) after '{"criteria_met": '; jax judge).
     config.eval.grader_threshold = 0.5  # verdict_probs grading: a criterion is met when P(true) >= this (P(true) is kept per criterion to re-threshold).
 

@@ -39,6 +39,7 @@ formula over the criteria that were graded.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -62,7 +63,6 @@ __all__ = [
     "check_grader_scoring",
     "evaluate_healthbench",
     "grade_answers",
-    "grader_messages",
     "grader_prompts",
     "graded_examples",
     "read_healthbench_items",
@@ -71,7 +71,16 @@ __all__ = [
 ]
 
 # How the grader's verdicts are obtained (config ``eval.grader_scoring``; module docstring).
+logger = logging.getLogger(__name__)
+
 GRADER_SCORING_MODES = ("generate", "verdict_probs")
+# The grader prompt (eval.grader_prompt): simple-evals' own template from the shared data, or our
+# paraphrase of it (the packaged healthbench_grader templates; the only one with a verdict-first
+# variant for verdict scoring).
+GRADER_PROMPTS = ("simple_evals", "rar_jax")
+# Re-asked gradings (generate mode) are sampled at this temperature, attempt i with seed i, so a
+# re-ask can differ from the greedy first reply.
+RESAMPLE_TEMPERATURE = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +155,7 @@ def grader_prompts(
     *,
     verdict_first: bool = False,
     templates_dir: str | os.PathLike[str] | None = None,
+    grader_prompt: str = "simple_evals",
 ) -> tuple[list[prompts.JudgePrompt], list[tuple[int, int]]]:
     """The grader prompt of every (answer, rubric item) pair.
 
@@ -153,8 +163,11 @@ def grader_prompts(
         items: the n examples.
         answers: the n policy answers.
         verdict_first: HealthBench's grader with the verdict key first (verdict scoring;
-            ``verdict_prefix`` ``{"criteria_met": ``) instead of its own explanation-first reply.
+            ``verdict_prefix`` ``{"criteria_met": ``) instead of its own explanation-first reply;
+            only our paraphrase has it.
         templates_dir: replacement prompt templates (``judge.templates_dir``).
+        grader_prompt: ``simple_evals`` (the official template, :data:`GRADER_PROMPTS`) or
+            ``rar_jax`` (our paraphrase of it, ``templates/healthbench_grader*``).
 
     Returns:
         Each prompt and its ``(example index, criterion index)`` slot, example-major, criteria
@@ -164,34 +177,27 @@ def grader_prompts(
         raise ValueError(
             f"expected one answer per item: {len(items)} items, {len(answers)} answers"
         )
-    build = (
-        prompts.healthbench_grader_verdict_prompt if verdict_first
-        else prompts.healthbench_grader_prompt
-    )
+    if grader_prompt not in GRADER_PROMPTS:
+        raise ValueError(f"grader_prompt {grader_prompt!r}: expected one of "
+                         f"{', '.join(GRADER_PROMPTS)}")
+    if grader_prompt == "simple_evals" and verdict_first:
+        raise ValueError("the simple-evals grader writes its explanation before the verdict; "
+                         "verdict scoring needs grader_prompt 'rar_jax'")
+    if grader_prompt == "simple_evals":
+        def build(conversation, answer, criterion):
+            return prompts.simple_evals_grader_prompt(conversation, answer, criterion)
+    else:
+        template = (prompts.healthbench_grader_verdict_prompt if verdict_first
+                    else prompts.healthbench_grader_prompt)
+
+        def build(conversation, answer, criterion):
+            return template(conversation, answer, criterion, templates_dir=templates_dir)
     built, slots = [], []
     for row, (item, answer) in enumerate(zip(items, answers)):
         for column, criterion in enumerate(item.rubric.criteria):
-            built.append(
-                build(list(item.conversation), answer, criterion, templates_dir=templates_dir)
-            )
+            built.append(build(list(item.conversation), answer, criterion))
             slots.append((row, column))
     return built, slots
-
-
-def grader_messages(
-    items: Sequence[HealthBenchItem],
-    answers: Sequence[str],
-    *,
-    templates_dir: str | os.PathLike[str] | None = None,
-) -> tuple[list[list[dict[str, str]]], list[tuple[int, int]]]:
-    """The chat messages of HealthBench's own grader prompt for every (answer, item) pair.
-
-    Returns:
-        The messages of each prompt and its ``(example index, criterion index)`` slot (see
-        :func:`grader_prompts`).
-    """
-    built, slots = grader_prompts(items, answers, templates_dir=templates_dir)
-    return [prompt.messages for prompt in built], slots
 
 
 def verdicts_from_replies(
@@ -281,6 +287,7 @@ class CriterionGrades:
         verdict_mass: per example, f64[k] probability mass of the words true + false after the
             verdict prefix (a low mass: the judge wanted to write something else); NaN where not
             measured.
+        attempts: per example, int[k] times each criterion was asked (1 + its re-samples).
     """
 
     verdicts: list[np.ndarray]
@@ -288,6 +295,7 @@ class CriterionGrades:
     reasons: list[list[str | None]]
     p_true: list[np.ndarray]
     verdict_mass: list[np.ndarray]
+    attempts: list[np.ndarray]
 
 
 def graded_examples(
@@ -382,11 +390,16 @@ def grade_answers(
     chunk_size: int = 64,
     scoring: str = "generate",
     threshold: float = 0.5,
+    grader_prompt: str = "simple_evals",
+    max_resamples: int = 0,
 ) -> CriterionGrades:
     """Grades every (answer, criterion) pair with the HealthBench grader prompt.
 
-    ``scoring="generate"``: prompts go to ``judge.generate_texts`` (greedy, ``max_tokens`` per
-    reply) in chunks of ``chunk_size``. ``scoring="verdict_probs"``: the verdict-first prompts go
+    ``scoring="generate"``: prompts (``grader_prompt``) go to ``judge.generate_texts`` (greedy,
+    ``max_tokens`` per reply) in chunks of ``chunk_size``; a grading whose reply has no usable
+    ``criteria_met`` (or whose request failed) is asked again, up to ``max_resamples`` times, at
+    :data:`RESAMPLE_TEMPERATURE` with seed = the attempt, as simple-evals re-samples a failed
+    grading (it asks until success; we cap it and count what is still failed). ``scoring="verdict_probs"``: the verdict-first prompts go
     to ``judge.score_binary`` in chunks of whole examples (about ``chunk_size`` criteria), each
     example's items one prefix-reuse group; met = ``P(true) >= threshold`` (``max_tokens`` is
     not used). A tqdm bar counts criteria.
@@ -398,7 +411,8 @@ def grade_answers(
     check_grader_scoring(judge, scoring, threshold)
     verdict_first = scoring == "verdict_probs"
     built, slots = grader_prompts(
-        items, answers, verdict_first=verdict_first, templates_dir=templates_dir
+        items, answers, verdict_first=verdict_first, templates_dir=templates_dir,
+        grader_prompt=grader_prompt,
     )
     count = len(built)
     values = np.full(count, np.nan, np.float64)
@@ -406,19 +420,32 @@ def grade_answers(
     mass = np.full(count, np.nan, np.float64)
     explanations: list[str | None] = [None] * count
     reasons: list[str | None] = [None] * count
+    attempts = np.zeros(count, np.int64)
     with tqdm(total=count, desc="grading criteria", unit="criterion") as progress:
         if not verdict_first:
-            for start in range(0, count, chunk_size):
-                stop = min(count, start + chunk_size)
-                result = judge.generate_texts(
-                    [prompt.messages for prompt in built[start:stop]], max_tokens=max_tokens,
-                    temperature=0.0,
-                )
-                chunk = verdicts_from_replies(result.texts, result.finish_reasons, result.errors)
-                values[start:stop] = chunk[0]
-                explanations[start:stop] = chunk[1]
-                reasons[start:stop] = chunk[2]
-                progress.update(stop - start)
+            pending = list(range(count))
+            for attempt in range(max_resamples + 1):
+                if attempt:
+                    logger.info("re-asking %d failed gradings (re-sample %d of %d)",
+                                len(pending), attempt, max_resamples)
+                for start in range(0, len(pending), chunk_size):
+                    rows = pending[start:start + chunk_size]
+                    result = judge.generate_texts(
+                        [built[row].messages for row in rows], max_tokens=max_tokens,
+                        temperature=RESAMPLE_TEMPERATURE if attempt else 0.0, seed=attempt,
+                    )
+                    chunk = verdicts_from_replies(result.texts, result.finish_reasons,
+                                                  result.errors)
+                    for offset, row in enumerate(rows):
+                        values[row] = chunk[0][offset]
+                        explanations[row] = chunk[1][offset]
+                        reasons[row] = chunk[2][offset]
+                        attempts[row] += 1
+                    if not attempt:
+                        progress.update(len(rows))
+                pending = [row for row in pending if reasons[row] is not None]
+                if not pending:
+                    break
         else:
             offsets = np.cumsum([0] + [len(item.rubric) for item in items])
             for rows in _example_chunks(items, chunk_size):
@@ -439,19 +466,23 @@ def grade_answers(
                 p_true[start:stop] = chunk_p
                 mass[start:stop] = np.asarray(judgments.mass, np.float64)
                 reasons[start:stop] = chunk_reasons
+                attempts[start:stop] = 1
                 progress.update(stop - start)
     per_verdicts = [np.full(len(item.rubric), np.nan, np.float64) for item in items]
     per_p_true = [np.full(len(item.rubric), np.nan, np.float64) for item in items]
     per_mass = [np.full(len(item.rubric), np.nan, np.float64) for item in items]
     per_explanations: list[list[str | None]] = [[None] * len(item.rubric) for item in items]
     per_reasons: list[list[str | None]] = [[None] * len(item.rubric) for item in items]
+    per_attempts = [np.zeros(len(item.rubric), np.int64) for item in items]
     for index, (row, column) in enumerate(slots):
+        per_attempts[row][column] = attempts[index]
         per_verdicts[row][column] = values[index]
         per_p_true[row][column] = p_true[index]
         per_mass[row][column] = mass[index]
         per_explanations[row][column] = explanations[index]
         per_reasons[row][column] = reasons[index]
-    return CriterionGrades(per_verdicts, per_explanations, per_reasons, per_p_true, per_mass)
+    return CriterionGrades(per_verdicts, per_explanations, per_reasons, per_p_true, per_mass,
+                           per_attempts)
 
 
 @dataclasses.dataclass
@@ -487,6 +518,10 @@ class HealthBenchResult:
         """Graded criteria judged met."""
         return int(sum(np.nansum(verdicts) for verdicts in self.grades.verdicts))
 
+    def resampled_criteria(self) -> int:
+        """Gradings asked more than once (a failed reply re-sampled)."""
+        return int(sum((attempts > 1).sum() for attempts in self.grades.attempts))
+
     def failure_reasons(self) -> dict[str, int]:
         """Count of each failure reason of the gradings, most common first."""
         counts: dict[str, int] = {}
@@ -509,6 +544,8 @@ def evaluate_healthbench(
     chunk_size: int = 64,
     grader_scoring: str = "generate",
     grader_threshold: float = 0.5,
+    grader_prompt: str = "simple_evals",
+    grader_max_resamples: int = 0,
 ) -> HealthBenchResult:
     """Answers, grades and scores the items (see the module docstring).
 
@@ -517,6 +554,7 @@ def evaluate_healthbench(
     ``chunk_size``: grader prompts per judge call (the progress bar moves per chunk).
     ``grader_scoring`` / ``grader_threshold``: the grading mode and, for ``"verdict_probs"``,
     the P(true) a criterion needs to count as met (checked before the policy answers).
+    ``grader_prompt`` / ``grader_max_resamples``: see :func:`grade_answers`.
 
     When no example can be scored (every one lost its positive-points criteria to failed
     gradings) ``metrics`` is empty; answers, gradings and reasons are still returned.
@@ -528,6 +566,7 @@ def evaluate_healthbench(
     grades = grade_answers(
         items, answered.texts, judge, max_tokens=grader_max_tokens, templates_dir=templates_dir,
         chunk_size=chunk_size, scoring=grader_scoring, threshold=grader_threshold,
+        grader_prompt=grader_prompt, max_resamples=grader_max_resamples,
     )
     examples, excluded = graded_examples(items, grades.verdicts)
     per_example = [None if e is None else example_metrics(e) for e in examples]

@@ -385,6 +385,42 @@ def healthbench_grader_prompt(
     return JudgePrompt(_messages("healthbench_grader", templates_dir, values), None)
 
 
+# simple-evals' own HealthBench grader prompt, read from the shared data (MIT, OpenAI).
+SIMPLE_EVALS_GRADER = "healthbench/grader_template.txt"
+
+
+def simple_evals_grader_prompt(
+    conversation: Conversation, response: str, criterion: Criterion
+) -> JudgePrompt:
+    """HealthBench's official grader prompt, filled as simple-evals fills it.
+
+    ``<<conversation>>``: every turn and the graded answer as a final assistant turn, each
+    ``role: content``, joined by a blank line; ``<<rubric_item>>``: ``[points] criterion``. One
+    user message, no system message. The reply (explanation first) is generated and parsed, so
+    ``verdict_prefix`` is None.
+    """
+    if not isinstance(criterion, Criterion):
+        raise ValueError(f"criterion: expected a Criterion, got {type(criterion).__name__}")
+    turns = ([{"role": "user", "content": conversation}] if isinstance(conversation, str)
+             else [dict(turn) for turn in conversation])
+    turns.append({"role": "assistant", "content": _check_text(response, "response")})
+    points = int(criterion.weight) if float(criterion.weight).is_integer() else criterion.weight
+    template = _simple_evals_template(os.fspath(shared_file(SIMPLE_EVALS_GRADER)))
+    text = template.replace(
+        "<<conversation>>", "\n\n".join(f"{t['role']}: {t['content']}" for t in turns)
+    ).replace("<<rubric_item>>", f"[{points}] {_criterion_text(criterion)}")
+    return JudgePrompt([{"role": "user", "content": text}], None)
+
+
+@functools.lru_cache(maxsize=4)
+def _simple_evals_template(path: str) -> str:
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    for marker in ("<<conversation>>", "<<rubric_item>>"):
+        if marker not in text:
+            raise ValueError(f"{path}: expected the grader template's {marker} placeholder")
+    return text
+
+
 def healthbench_grader_verdict_prompt(
     conversation: Conversation,
     response: str,

@@ -126,7 +126,7 @@ def test_end_to_end_score_equals_the_official_formula_by_hand(shared_data):
              if i.example_id in (first["prompt_id"], second["prompt_id"])]
     judge = CriterionJudge(replies)
     result = healthbench_eval.evaluate_healthbench(
-        items, FixedPolicy(), judge, grader_max_tokens=99, seed=0, bootstrap_samples=50,
+        items, FixedPolicy(), judge, grader_prompt="rar_jax", grader_max_tokens=99, seed=0, bootstrap_samples=50,
         chunk_size=5,
     )
     assert len(judge.seen) == 17 and {s[3:] for s in judge.seen} == {(99, 0.0)}
@@ -161,7 +161,7 @@ def test_nothing_scorable_gives_empty_metrics_and_every_reason(shared_data):
     items = healthbench_eval.read_healthbench_items(shared_data / OSS, limit=3)[1:3]
     judge = CriterionJudge({c.description: None for i in items for c in i.rubric.criteria})
     result = healthbench_eval.evaluate_healthbench(items, FixedPolicy(), judge,
-                                                   grader_max_tokens=8, seed=0)
+                                                   grader_prompt="rar_jax", grader_max_tokens=8, seed=0)
     assert result.metrics == {} and np.isnan(result.example_scores).all()
     assert result.failed_criteria == result.total_criteria == 12
     assert all("gradings failed" in reason for reason in result.excluded)
@@ -221,7 +221,7 @@ def test_verdict_grading_thresholds_probabilities_and_keeps_failures(shared_data
             p_true[criterion.description] = value
     judge = ProbabilityJudge(p_true)
     result = healthbench_eval.evaluate_healthbench(
-        items, FixedPolicy(), judge, grader_max_tokens=1, seed=0, bootstrap_samples=10,
+        items, FixedPolicy(), judge, grader_prompt="rar_jax", grader_max_tokens=1, seed=0, bootstrap_samples=10,
         chunk_size=3, grader_scoring="verdict_probs", grader_threshold=0.5,
     )
     # Chunks of whole examples; each example's items are one group.
@@ -260,7 +260,7 @@ def test_generate_mode_keeps_no_probabilities(shared_data):
     items = healthbench_eval.read_healthbench_items(shared_data / OSS, limit=2)[1:]
     judge = CriterionJudge({c.description: _verdict(True) for c in items[0].rubric.criteria})
     result = healthbench_eval.evaluate_healthbench(items, FixedPolicy(), judge,
-                                                   grader_max_tokens=8, seed=0,
+                                                   grader_prompt="rar_jax", grader_max_tokens=8, seed=0,
                                                    bootstrap_samples=5)
     assert result.grader_scoring == "generate" and result.grader_threshold is None
     assert np.isnan(result.grades.p_true[0]).all() and np.isnan(result.grades.verdict_mass[0]).all()
@@ -271,7 +271,7 @@ def test_verdict_mode_refuses_backends_that_cannot_read_probabilities(shared_dat
     items = healthbench_eval.read_healthbench_items(shared_data / OSS, limit=1)
     writer = CriterionJudge({})
     with pytest.raises(ValueError, match="needs a judge with score_binary"):
-        healthbench_eval.evaluate_healthbench(items, FixedPolicy(), writer, grader_max_tokens=8,
+        healthbench_eval.evaluate_healthbench(items, FixedPolicy(), writer, grader_prompt="rar_jax", grader_max_tokens=8,
                                               seed=0, grader_scoring="verdict_probs")
 
     class GeneratingJudge(ProbabilityJudge):
@@ -279,15 +279,15 @@ def test_verdict_mode_refuses_backends_that_cannot_read_probabilities(shared_dat
 
     with pytest.raises(ValueError, match=r"GeneratingJudge.scoring is 'generate'"):
         healthbench_eval.evaluate_healthbench(items, FixedPolicy(), GeneratingJudge({}),
-                                              grader_max_tokens=8, seed=0,
+                                              grader_prompt="rar_jax", grader_max_tokens=8, seed=0,
                                               grader_scoring="verdict_probs")
     with pytest.raises(ValueError, match="grader_threshold: expected a finite number"):
         healthbench_eval.evaluate_healthbench(items, FixedPolicy(), ProbabilityJudge({}),
-                                              grader_max_tokens=8, seed=0,
+                                              grader_prompt="rar_jax", grader_max_tokens=8, seed=0,
                                               grader_scoring="verdict_probs",
                                               grader_threshold=float("nan"))
     with pytest.raises(ValueError, match="grader_scoring 'verdict': expected one of"):
-        healthbench_eval.evaluate_healthbench(items, FixedPolicy(), writer, grader_max_tokens=8,
+        healthbench_eval.evaluate_healthbench(items, FixedPolicy(), writer, grader_prompt="rar_jax", grader_max_tokens=8,
                                               seed=0, grader_scoring="verdict")
     assert writer.calls == 0  # Refused before anything ran.
 
@@ -367,7 +367,7 @@ def test_verdict_grading_with_the_tiny_judge_matches_a_hand_score(shared_data, t
 
     def run(threshold):
         return healthbench_eval.evaluate_healthbench(
-            items, FixedPolicy(), judge, grader_max_tokens=1, seed=0, bootstrap_samples=10,
+            items, FixedPolicy(), judge, grader_prompt="rar_jax", grader_max_tokens=1, seed=0, bootstrap_samples=10,
             grader_scoring="verdict_probs", grader_threshold=threshold,
         )
 
@@ -402,3 +402,64 @@ def test_verdict_grading_with_the_tiny_judge_matches_a_hand_score(shared_data, t
     np.testing.assert_allclose(by_threshold[0.0].example_scores, all_met)
     assert by_threshold[0.0].metrics["overall_score"] == pytest.approx(np.mean(all_met))
     assert by_threshold[1.01].metrics["overall_score"] == 0.0
+
+
+SIMPLE_EVALS_ITEM = re.compile(r"# Rubric item\n\[(-?\d+)\] (.*?)\n\n# Instructions", re.DOTALL)
+
+
+class FlakyOfficialGrader:
+    """Reads simple-evals' filled template; the first reply for one criterion has no verdict."""
+
+    def __init__(self, replies, flaky):
+        self.replies, self.flaky, self.asked = replies, flaky, []
+
+    def generate_texts(self, list_of_messages, *, max_tokens, temperature=0.0, seed=0):
+        texts = []
+        for messages in list_of_messages:
+            (message,) = messages  # One user message, no system message.
+            points, criterion = SIMPLE_EVALS_ITEM.search(message["content"]).groups()
+            self.asked.append((criterion, temperature, seed, message["content"]))
+            first = sum(asked[0] == criterion for asked in self.asked) == 1
+            texts.append("Let me think." if criterion == self.flaky and first
+                         else self.replies[criterion])
+        return GenerationResult(texts, ["stop"] * len(texts), [None] * len(texts))
+
+
+def test_the_official_grader_template_and_a_resampled_grading(shared_data):
+    (item,) = healthbench_eval.read_healthbench_items(shared_data / OSS, limit=1)
+    criteria = [c.description for c in item.rubric.criteria]
+    replies = {c: _verdict(i % 2 == 0) for i, c in enumerate(criteria)}
+    judge = FlakyOfficialGrader(replies, flaky=criteria[1])
+    result = healthbench_eval.evaluate_healthbench(
+        [item], FixedPolicy(), judge, grader_max_tokens=64, seed=0, bootstrap_samples=10,
+        grader_max_resamples=2,
+    )
+    # simple-evals' filling: role: content turns, the answer as the last assistant turn,
+    # "[points] criterion" as the rubric item.
+    template = (shared_data / "healthbench" / "grader_template.txt").read_text()
+    conversation = "\n\n".join(f"{t['role']}: {t['content']}" for t in item.conversation)
+    first = item.rubric.criteria[0]
+    expected = template.replace("<<conversation>>", f"{conversation}\n\nassistant: answer 0") \
+        .replace("<<rubric_item>>", f"[{int(first.weight)}] {first.description}")
+    assert judge.asked[0][3] == expected
+    # The failed grading was asked once more, sampled (temperature 1, seed 1), and then counted.
+    again = [asked for asked in judge.asked if asked[0] == criteria[1]]
+    assert [(t, s) for _, t, s, _ in again] == [(0.0, 0), (1.0, 1)]
+    assert result.failed_criteria == 0 and result.resampled_criteria() == 1
+    assert result.grades.attempts[0].tolist() == [1, 2] + [1] * (len(criteria) - 2)
+    np.testing.assert_array_equal(result.grades.verdicts[0],
+                                  [1.0 if i % 2 == 0 else 0.0 for i in range(len(criteria))])
+
+
+def test_a_grading_still_unusable_after_the_resamples_is_counted(shared_data):
+    (item,) = healthbench_eval.read_healthbench_items(shared_data / OSS, limit=1)
+    criteria = [c.description for c in item.rubric.criteria]
+    replies = {c: _verdict(True) for c in criteria}
+    replies[criteria[0]] = "never a verdict"
+    judge = FlakyOfficialGrader(replies, flaky=None)
+    result = healthbench_eval.evaluate_healthbench(
+        [item], FixedPolicy(), judge, grader_max_tokens=64, seed=0, bootstrap_samples=10,
+        grader_max_resamples=3,
+    )
+    assert result.grades.attempts[0][0] == 4 and result.failed_criteria == 1
+    assert result.grades.reasons[0][0].startswith("invalid grader reply")

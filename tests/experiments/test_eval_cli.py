@@ -56,7 +56,7 @@ def test_healthbench_end_to_end(server, tiny, shared_data, tmp_path):
     process = run_eval(
         tmp_path, "healthbench", f"--config.model.source={tiny}",
         "--config.judge.backend=http", f"--config.judge.http.base_url={server.base_url}",
-        f"--config.eval.healthbench_path={tmp_path / 'hb.jsonl'}",
+        f"--config.eval.healthbench_path={tmp_path / 'hb.jsonl'}", "--config.eval.grader_prompt=rar_jax",
         "--config.eval.max_new_tokens=6", "--config.eval.grader_max_tokens=32",
         "--config.healthbench.bootstrap_samples=20",
     )
@@ -74,11 +74,11 @@ def test_healthbench_end_to_end(server, tiny, shared_data, tmp_path):
     assert metrics["axis:context_awareness"] == pytest.approx((0.0 + 1.0) / 2)
     assert metrics["theme:emergency_referrals"] == pytest.approx(0.5)
     assert report["counts"] == {"examples": 3, "scored_examples": 3, "excluded_examples": 0,
-                                "criteria": 19, "failed_criteria": 1,
+                                "criteria": 19, "failed_criteria": 1, "resampled_criteria": 1,
                                 "answers_cut": report["counts"]["answers_cut"]}
     (reason, count), = report["failure_reasons"].items()
     assert count == 1 and reason.startswith("invalid grader reply")
-    assert server.count() == 19
+    assert server.count() == 19 + 5  # The unusable grading re-asked eval.grader_max_resamples times.
 
     answers = [json.loads(line) for line in (out / "healthbench_answers.jsonl").read_text()
                .splitlines()]
@@ -137,7 +137,7 @@ def test_gpqa_end_to_end_with_verifier(server, tiny, tmp_path):
     # The verifier is told the correct letter of that run's order.
     for record in server.requests:
         user = record.body["messages"][-1]["content"]
-        letter = re.search(r"<correct_answer>\n([A-D])\) right", user).group(1)
+        letter = re.search(r"<correct_answer>\n\(([A-D])\) right", user).group(1)
         assert re.search(rf"\n{letter}\) right \d", user)
     assert "**Accuracy: 66.7%**" in process.stdout
 
@@ -178,6 +178,7 @@ def test_healthbench_verdict_grading_end_to_end(tiny, shared_data, tmp_path):
         f"--config.judge.model_source={tiny}", "--config.judge.batch_size=4",
         f"--config.eval.healthbench_path={tmp_path / 'hb.jsonl'}",
         "--config.eval.max_new_tokens=4", "--config.eval.grader_scoring=verdict_probs",
+        "--config.eval.grader_prompt=rar_jax",
         "--config.eval.grader_threshold=0.9997", "--config.healthbench.bootstrap_samples=20",
     )
     assert process.returncode == 0, process.stderr[-3000:]
@@ -233,6 +234,7 @@ def test_verdict_grading_needs_a_judge_that_reads_probabilities(overrides, messa
     from rar_jax import config as rar_config
 
     config = rar_config.base_config()
+    config.eval.grader_prompt = "rar_jax"  # The verdict-first grader, so only this problem.
     for key, value in overrides.items():
         section, leaf = key.rsplit(".", 1)
         node = config
@@ -255,7 +257,45 @@ def test_verdict_grading_config_that_can_run_is_accepted():
     rar_config.validate(config)
     config.judge.backend = "jax"
     config.eval.grader_scoring = "verdict_probs"
+    with pytest.raises(rar_config.ConfigError, match="grader_prompt is 'simple_evals'"):
+        rar_config.validate(config)  # The official grader explains before its verdict.
+    config.eval.grader_prompt = "rar_jax"
     for threshold in (0.0, 0.5, 1.0):
         config.eval.grader_threshold = threshold
         rar_config.validate(config)
     assert set(rar_config.CHOICES["eval.grader_scoring"]) == set(GRADER_SCORING_MODES)
+
+
+@pytest.mark.slow
+def test_healthbench_with_the_official_grader_resamples_a_failed_grading(
+        server, tiny, shared_data, tmp_path):
+    record = json.loads((shared_data / "healthbench" / "oss_eval_first100.jsonl")
+                        .read_text().splitlines()[2])
+    (tmp_path / "hb.jsonl").write_text(json.dumps(record) + "\n")
+    first, second = (item["criterion"] for item in record["rubrics"])
+    asked = []
+
+    def replies(user):  # simple-evals' filled template: "[points] criterion" as the rubric item.
+        criterion = re.search(r"# Rubric item\n\[-?\d+\] (.*?)\n\n# Instructions", user,
+                              re.DOTALL).group(1)
+        asked.append(criterion)
+        if criterion == second and asked.count(second) == 1:
+            return "Let me think about it."  # No verdict: re-sampled.
+        return _verdict(criterion == first)
+
+    server.replies = replies
+    process = run_eval(
+        tmp_path, "healthbench", f"--config.model.source={tiny}",
+        "--config.judge.backend=http", f"--config.judge.http.base_url={server.base_url}",
+        f"--config.eval.healthbench_path={tmp_path / 'hb.jsonl'}",
+        "--config.eval.max_new_tokens=6", "--config.eval.grader_max_tokens=32",
+        "--config.healthbench.bootstrap_samples=20",
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "healthbench_eval.json").read_text())
+    assert report["setup"]["grader_prompt"] == "simple_evals"
+    assert report["counts"]["resampled_criteria"] == 1 and report["counts"]["failed_criteria"] == 0
+    assert asked.count(second) == 2 and len(server.requests) == 3
+    assert server.requests[-1].body["temperature"] == 1.0  # The re-ask is sampled.
+    assert all(len(r.body["messages"]) == 1 for r in server.requests)  # One user message.
+    assert report["metrics"]["overall_score"] == pytest.approx(0.5)  # 5 of 10 points met.
