@@ -244,6 +244,11 @@ def score_lines(
         if output.ratings is not None:
             rating = _number_or_none(output.ratings[row])
         failed = bool(output.failed[row])
+        unjudged = [
+            {"criterion": item.columns[slot] if method != "rar_predefined" else slot,
+             "reason": why}
+            for slot, why in (output.criterion_failures[row] if output.criterion_failures else [])
+        ]
         lines.append(
             {
                 "id": item.example.example_id,
@@ -252,18 +257,28 @@ def score_lines(
                 "reason": output.reasons[row] if failed else None,
                 "rating": rating,
                 "verdicts": verdicts,
+                "unjudged_criteria": unjudged,
             }
         )
     return lines
 
 
 def summary(lines: Sequence[Mapping[str, Any]], top: int = 3) -> str:
-    """Count, mean reward of the scored records, failures and their most common reasons."""
+    """Count, mean reward of the scored records, failures and their most common reasons.
+
+    Reasons are counted per failed judgment: once per unjudged criterion of a verdict method
+    (whether or not its record was still scored over the judged ones), once per failed record
+    otherwise.
+    """
     rewards = [line["reward"] for line in lines if not line["failed"]]
     mean = f"{sum(rewards) / len(rewards):.4f}" if rewards else "n/a"
     text = [f"judged {len(lines)} records: mean reward {mean} over {len(rewards)} scored"]
-    failures = [line["reason"] or "unknown" for line in lines if line["failed"]]
-    text.append(f"failed: {len(failures)}")
+    failures = [line["reason"] or "unknown" for line in lines
+                if line["failed"] and not line["unjudged_criteria"]]
+    failures += [item["reason"] for line in lines for item in line["unjudged_criteria"]]
+    unjudged = sum(len(line["unjudged_criteria"]) for line in lines)
+    text.append(f"failed: {sum(line['failed'] for line in lines)} records; "
+                f"unjudged criteria: {unjudged}")
     for reason, count in collections.Counter(failures).most_common(top):
         shown = reason if len(reason) <= 200 else reason[:197] + "..."
         text.append(f"  {count} x {shown}")

@@ -167,6 +167,9 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
     need(rl.micro_batch_size >= 0, "rl.micro_batch_size", "must be >= 0 (0 = the whole batch)")
     need(rl.logprob_chunk_size >= 1, "rl.logprob_chunk_size", "must be >= 1")
     need(rl.max_completion_length >= 1, "rl.max_completion_length", "must be >= 1")
+    need(config.judge.max_resamples >= 0, "judge.max_resamples", "must be >= 0")
+    need(0 <= config.reward.min_judged_fraction <= 1, "reward.min_judged_fraction",
+         "must be in [0, 1]")
     need(rl.max_sequence_length >= 0, "rl.max_sequence_length", "must be >= 0 (0 = no limit)")
     need(
         not rl.max_sequence_length

@@ -127,6 +127,7 @@ def get_config() -> config_dict.ConfigDict:
     config.reward.category_weights.important = 0.7  # Weight of Important criteria.
     config.reward.category_weights.optional = 0.3  # Weight of Optional criteria.
     config.reward.category_weights.pitfall = 0.9  # Weight of Pitfall criteria (v1 of the paper: 0.8).
+    config.reward.min_judged_fraction = 0.8  # Verdict methods: score over the judged criteria when at least this share of the rubric was judged, else NaN (1 = all).
     config.reward.rating_normalization = "min_max"  # 1-10 rating -> reward: min_max (s-1)/9, over_max s/10.
 
     config.reward.method = "rar_implicit"  # direct_likert, reference_likert, rar_predefined, rar_explicit, rar_implicit, healthbench_points, programmatic.
@@ -141,6 +142,7 @@ def get_config() -> config_dict.ConfigDict:
     config.judge.prefix_reuse = True  # Compute the shared (instructions, prompt, answer) prefix once per answer.
     config.judge.batch_size = 16  # Judge prompts per forward batch of the jax backend.
     config.judge.max_tokens = 64  # Most tokens a judge may write (generate scoring and the http backend).
+    config.judge.max_resamples = 2  # Re-ask a written reply with no usable verdict up to this many times, sampled at temperature 1.
     config.judge.min_verdict_mass = 0.0  # Verdict tokens' probability mass below this makes the judgment fail (NaN).
     config.judge.show_categories = True  # Show the category label of each criterion to the implicit judge.
     config.judge.show_weights = True  # Show the weight of each criterion to the implicit judge.

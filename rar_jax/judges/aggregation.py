@@ -246,6 +246,35 @@ def explicit_reward(
     )
 
 
+def judged_criteria(
+    verdicts: np.ndarray, mask: np.ndarray, min_judged_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rule for criteria left unjudged (a judgment that failed even after re-asking).
+
+    An answer is scored over its judged criteria alone, their weights renormalised by the
+    aggregation (which divides by the weights it sees), when at least ``min_judged_fraction`` of
+    its rubric's criteria were judged; otherwise it has no score.
+
+    Args:
+        verdicts: f32[n, k], NaN where a criterion was not judged (or padding).
+        mask: bool[n, k], the rubric's real criteria.
+        min_judged_fraction: in [0, 1]; 1 needs every criterion judged.
+
+    Returns:
+        verdicts f32[n, k] with unjudged criteria set to 0, judged bool[n, k] (the mask of the
+        criteria to aggregate), scorable bool[n] (enough judged; a row without any judged
+        criterion never is) and unjudged_share f32[n] (unjudged / real criteria; 0 for an empty row).
+    """
+    verdicts = np.asarray(verdicts, np.float32)
+    mask = np.asarray(mask, bool)
+    judged = mask & np.isfinite(verdicts)
+    real = mask.sum(axis=1)
+    judged_count = judged.sum(axis=1)
+    share = np.where(real > 0, 1.0 - judged_count / np.maximum(real, 1), 0.0).astype(np.float32)
+    scorable = (judged_count > 0) & (judged_count >= min_judged_fraction * real - 1e-9)
+    return np.where(judged, verdicts, 0.0).astype(np.float32), judged, scorable, share
+
+
 def _min_max(rating: jax.Array, low: float, high: float) -> jax.Array:
     return (rating - low) / (high - low)
 

@@ -72,7 +72,8 @@ def build_judge(
                          f"{', '.join(JUDGE_BACKENDS)}")
     if judge.backend == "http":
         return HttpJudgeBackend(HttpJudgeClient(http_config(judge.http)),
-                                max_tokens=int(judge.max_tokens))
+                                max_tokens=int(judge.max_tokens),
+                                max_resamples=int(judge.max_resamples))
     if judge.scoring not in SCORING_MODES:
         raise ValueError(f"config key 'judge.scoring' is {judge.scoring!r}; expected one of "
                          f"{', '.join(SCORING_MODES)}")
@@ -86,6 +87,7 @@ def build_judge(
         prefix_reuse=bool(judge.prefix_reuse),
         batch_size=int(judge.batch_size),
         max_tokens=int(judge.max_tokens),
+        max_resamples=int(judge.max_resamples),
         min_verdict_mass=float(judge.min_verdict_mass),
     )
 

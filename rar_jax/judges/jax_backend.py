@@ -403,12 +403,14 @@ class GenerationResult:
 
 
 class TextGenerator(Protocol):
-    """Greedy generation for generate-and-parse (a narrow adapter over a sampler)."""
+    """Generation for generate-and-parse (a narrow adapter over a sampler)."""
 
     def generate(
-        self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, params: Any
+        self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, params: Any,
+        temperature: float = 0.0, seed: int = 0,
     ) -> GenerationResult:
-        """Greedy answers of at most ``max_new_tokens`` tokens to chat-formatted prompts."""
+        """Answers of at most ``max_new_tokens`` tokens to chat-formatted prompts: greedy at
+        temperature 0, else sampled with ``seed``."""
         ...
 
 
@@ -428,14 +430,64 @@ class SamplerGenerator:
         self._key = jax.random.key(seed)
 
     def generate(
-        self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, params: Any
+        self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, params: Any,
+        temperature: float = 0.0, seed: int = 0,
     ) -> GenerationResult:
-        """Greedy answers through the sampler with the given judge parameters."""
+        """Answers through the sampler with the given judge parameters: greedy at temperature 0,
+        else sampled with ``fold_in(key, seed)``."""
         from rar_jax.models.sampler import SamplingParams
 
-        sampling = SamplingParams(max_new_tokens=int(max_new_tokens), greedy=True)
-        output = self._sampler.generate(prompt_ids, sampling, self._key, params=params)
+        greedy = temperature == 0
+        sampling = SamplingParams(max_new_tokens=int(max_new_tokens), greedy=greedy,
+                                  temperature=1.0 if greedy else float(temperature))
+        key = self._key if greedy else jax.random.fold_in(self._key, seed)
+        output = self._sampler.generate(prompt_ids, sampling, key, params=params)
         return GenerationResult(list(output.texts), list(output.finish_reasons))
+
+
+# A judge reply with no usable verdict is asked again at this temperature (attempt i with seed
+# i): a greedy re-ask would write the same reply.
+RESAMPLE_TEMPERATURE = 1.0
+
+# ask(rows, attempt) -> per row (reply text or None, request error or None, finish reason).
+AskFn = Callable[[list[int], int], list[tuple[str | None, str | None, str]]]
+
+
+def judge_with_resamples(
+    count: int, ask: AskFn, parse: Callable[[str], parsing.ParseResult[Any]], max_resamples: int
+) -> Judgments:
+    """Judgments of ``count`` prompts by generate-and-parse, re-asking unusable replies.
+
+    Attempt 0 asks every prompt greedily; a reply that does not parse (no verdict, out of range,
+    contradictory) is asked again, up to ``max_resamples`` times, sampled (``ask`` receives the
+    attempt number and samples at :data:`RESAMPLE_TEMPERATURE` with seed = attempt when it is
+    > 0). A failed request is not re-asked here (the HTTP client already retried it). What still
+    fails keeps its last reason, with the number of attempts.
+    """
+    values = np.full(count, np.nan, np.float32)
+    reasons: list[str | None] = [None] * count
+    pending = list(range(count))
+    for attempt in range(max_resamples + 1):
+        if not pending:
+            break
+        if attempt:
+            logger.info("re-asking %d judge prompts with unusable replies (re-sample %d of %d)",
+                        len(pending), attempt, max_resamples)
+        unusable = []
+        for row, (text, error, finish) in zip(pending, ask(pending, attempt)):
+            if error is not None or text is None:
+                reasons[row] = f"judge request failed: {error}"
+                continue
+            parsed = parse(text)
+            if parsed.ok:
+                values[row], reasons[row] = float(parsed.value), None
+                continue
+            cut = " (cut at max_tokens)" if finish == "length" else ""
+            tries = f" (after {attempt + 1} attempts)" if attempt else ""
+            reasons[row] = f"invalid judge reply{cut}{tries}: {parsed.reason}"
+            unusable.append(row)
+        pending = unusable
+    return Judgments(values, reasons, np.full(count, np.nan, np.float32))
 
 
 def _preview(text: str, limit: int = 80) -> str:
@@ -453,6 +505,8 @@ class JaxJudge:
         prefix_reuse: prefill each group's shared prefix once (verdict scoring).
         batch_size: most rows per jitted call (also the largest row bucket).
         max_tokens: most tokens generated per reply in generate mode.
+        max_resamples: generate mode: re-ask a prompt whose reply has no usable verdict up to this
+            many times, sampled (:func:`judge_with_resamples`).
         min_verdict_mass: a verdict whose options got less probability mass than this is a
             failure (NaN with a reason); 0 accepts any positive mass.
         generator: the :class:`TextGenerator` for generate mode; default a
@@ -470,6 +524,7 @@ class JaxJudge:
         prefix_reuse: bool = True,
         batch_size: int = 16,
         max_tokens: int = 64,
+        max_resamples: int = 0,
         min_verdict_mass: float = 0.0,
         generator: TextGenerator | None = None,
         length_buckets: Sequence[int] = LENGTH_BUCKETS,
@@ -493,6 +548,7 @@ class JaxJudge:
         self.prefix_reuse = bool(prefix_reuse)
         self.batch_size = batch_size
         self.max_tokens = max_tokens
+        self.max_resamples = int(max_resamples)
         self.min_verdict_mass = float(min_verdict_mass)
         self._generator = generator
         self._text_sampler: Any = None  # Sampler of generate_texts, made on first use.
@@ -720,34 +776,23 @@ class JaxJudge:
         prompts: Sequence[JudgePrompt],
         parse: Callable[[str], parsing.ParseResult[Any]],
     ) -> Judgments:
-        count = len(prompts)
-        values = np.full(count, np.nan, np.float32)
-        reasons: list[str | None] = [None] * count
-        if count == 0:
-            return Judgments(values, reasons, np.full(0, np.nan, np.float32))
-        if self._generator is None:
+        if self._generator is None and prompts:
             self._generator = SamplerGenerator(self.model, self.tokenizer)
-        prompt_ids = [
-            self.tokenizer.encode_chat(prompt.messages) for prompt in prompts
-        ]
-        for start in range(0, count, self.batch_size):
-            chunk = range(start, min(count, start + self.batch_size))
-            output = self._generator.generate(
-                [prompt_ids[i] for i in chunk], self.max_tokens, self.params
-            )
-            for offset, index in enumerate(chunk):
-                text = output.texts[offset]
-                parsed = parse(text)
-                if parsed.ok:
-                    values[index] = float(parsed.value)
-                else:
-                    finish = output.finish_reasons[offset]
-                    cut = " (cut at max_tokens)" if finish == "length" else ""
-                    reasons[index] = f"invalid judge reply{cut}: {parsed.reason}"
-                    logger.info(
-                        "judge reply not parsed: %s; reply %s", parsed.reason, _preview(text)
-                    )
-        return Judgments(values, reasons, np.full(count, np.nan, np.float32))
+        prompt_ids = [self.tokenizer.encode_chat(prompt.messages) for prompt in prompts]
+
+        def ask(rows: list[int], attempt: int) -> list[tuple[str | None, str | None, str]]:
+            replies: list[tuple[str | None, str | None, str]] = []
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start:start + self.batch_size]
+                output = self._generator.generate(
+                    [prompt_ids[row] for row in chunk], self.max_tokens, self.params,
+                    temperature=RESAMPLE_TEMPERATURE if attempt else 0.0, seed=attempt,
+                )
+                replies += [(text, None, finish)
+                            for text, finish in zip(output.texts, output.finish_reasons)]
+            return replies
+
+        return judge_with_resamples(len(prompts), ask, parse, self.max_resamples)
 
     # ---------------------------------------------------------------- free text generation
     def generate_texts(

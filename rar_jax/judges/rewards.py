@@ -31,8 +31,9 @@ Methods (``REWARD_METHODS``, config ``reward.method``):
 Every method works with any :class:`JudgeBackend`: the in-process
 :class:`rar_jax.judges.jax_backend.JaxJudge` (verdict probabilities or generate-and-parse) or
 :class:`HttpJudgeBackend` (generate-and-parse through an OpenAI-compatible server). A backend
-returns one value or one reason per prompt; a verdict method's row fails when any of its
-criteria failed (reason: the failed criteria and why), a rating method's row when the rating
+returns one value or one reason per prompt; a verdict method's row is scored over its
+judged criteria when at least ``reward.min_judged_fraction`` of them were judged, else it fails
+(reason: the failed criteria and why), a rating method's row when the rating
 failed. Nothing failed ever becomes 0.
 
 An empty answer (nothing but whitespace) is not sent to the judge: it answers nothing, so it gets
@@ -61,7 +62,12 @@ from ml_collections import config_dict
 from rar_jax.judges import aggregation, parsing, prompts
 from rar_jax.judges.backend import JudgeBackend
 from rar_jax.judges.http_backend import Completion, HttpJudgeClient
-from rar_jax.judges.jax_backend import GenerationResult, Judgments
+from rar_jax.judges.jax_backend import (
+    RESAMPLE_TEMPERATURE,
+    GenerationResult,
+    Judgments,
+    judge_with_resamples,
+)
 from rar_jax.judges.programmatic import PROGRAMMATIC_REWARDS
 from rar_jax.judges.prompts import JudgePrompt
 from rar_jax.rubrics.schema import Rubric, rubric_arrays
@@ -116,6 +122,9 @@ class RewardOutput:
         verdict_mass: f32[n, k_max] (verdict methods) or f32[n] (rating methods): probability
             mass the verdict options got under verdict scoring (a diagnostic); NaN where not
             measured (generate-and-parse, HTTP) or padding.
+        criterion_failures: verdict methods: per row, ``(criterion index, reason)`` of every
+            criterion left unjudged, whether or not the row was still scored (for counting
+            failures per criterion); empty lists otherwise.
     """
 
     rewards: np.ndarray
@@ -125,6 +134,7 @@ class RewardOutput:
     reasons: list[str | None]
     ratings: np.ndarray | None
     verdict_mass: np.ndarray
+    criterion_failures: list[list[tuple[int, str]]] = dataclasses.field(default_factory=list)
 
 
 class HttpJudgeBackend:
@@ -136,42 +146,32 @@ class HttpJudgeBackend:
     Args:
         client: the HTTP client.
         max_tokens: most tokens per reply.
+        max_resamples: re-ask a prompt whose reply has no usable verdict up to this many times,
+            sampled (:func:`rar_jax.judges.jax_backend.judge_with_resamples`).
     """
 
-    def __init__(self, client: HttpJudgeClient, *, max_tokens: int = 512):
+    def __init__(self, client: HttpJudgeClient, *, max_tokens: int = 512, max_resamples: int = 0):
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"judge max_tokens: expected an integer >= 1, got {max_tokens!r}")
         self.client = client
         self.max_tokens = max_tokens
+        self.max_resamples = int(max_resamples)
 
     def _judge(
         self,
         judge_prompts: Sequence[JudgePrompt],
         parse: Callable[[str], parsing.ParseResult[Any]],
     ) -> Judgments:
-        count = len(judge_prompts)
-        values = np.full(count, np.nan, np.float32)
-        reasons: list[str | None] = [None] * count
-        completions: list[Completion] = (
-            self.client.complete_many(
-                [prompt.messages for prompt in judge_prompts],
-                max_tokens=self.max_tokens,
-                temperature=0.0,
+        def ask(rows: list[int], attempt: int) -> list[tuple[str | None, str | None, str]]:
+            completions: list[Completion] = self.client.complete_many(
+                [judge_prompts[row].messages for row in rows], max_tokens=self.max_tokens,
+                temperature=RESAMPLE_TEMPERATURE if attempt else 0.0,
+                seed=attempt if attempt else None,
             )
-            if count
-            else []
-        )
-        for index, completion in enumerate(completions):
-            if not completion.ok or completion.text is None:
-                reasons[index] = f"judge request failed: {completion.error}"
-                continue
-            parsed = parse(completion.text)
-            if parsed.ok:
-                values[index] = float(parsed.value)
-            else:
-                cut = " (cut at max_tokens)" if completion.finish_reason == "length" else ""
-                reasons[index] = f"invalid judge reply{cut}: {parsed.reason}"
-        return Judgments(values, reasons, np.full(count, np.nan, np.float32))
+            return [(c.text if c.ok else None, None if c.ok else c.error,
+                     c.finish_reason or "stop") for c in completions]
+
+        return judge_with_resamples(len(judge_prompts), ask, parse, self.max_resamples)
 
     def generate_texts(
         self,
@@ -230,6 +230,9 @@ class RewardSettings:
         templates_dir: folder of replacement prompt templates, or None for the packaged ones.
         programmatic_fn: the function of the ``programmatic`` method (a key of
             ``PROGRAMMATIC_REWARDS``).
+        min_judged_fraction: verdict methods score an answer over its judged criteria when at
+            least this share of its rubric was judged, else NaN
+            (:func:`rar_jax.judges.aggregation.judged_criteria`).
     """
 
     explicit_normalization: str = "category_weights"
@@ -239,6 +242,7 @@ class RewardSettings:
     show_weights: bool = True
     templates_dir: str | None = None
     programmatic_fn: str = "boxed_exact_match"
+    min_judged_fraction: float = 1.0
 
 
 def _example_field(example: Any, field: str, index: int) -> Any:
@@ -367,12 +371,12 @@ def _judge_criteria(
     rubrics: Sequence[Rubric],
     backend: JudgeBackend,
     settings: RewardSettings,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[tuple[int, str]]]]:
     """Per-criterion verdicts of every (answer, criterion) pair, padded to the largest rubric.
 
     Returns:
         verdicts f32[n, k] (NaN where failed or padding), mass f32[n, k], mask bool[n, k], and
-        per row the messages of its failed criteria.
+        per row the (criterion index, reason) of its failed criteria.
     """
     count = len(examples)
     width = max(len(rubric) for rubric in rubrics)
@@ -391,7 +395,7 @@ def _judge_criteria(
     verdicts = np.full((count, width), np.nan, np.float32)
     mass = np.full((count, width), np.nan, np.float32)
     mask = np.zeros((count, width), bool)
-    problems: list[list[str]] = [[] for _ in range(count)]
+    problems: list[list[tuple[int, str]]] = [[] for _ in range(count)]
     for index, (row, column) in enumerate(slots):
         mask[row, column] = True
         value = float(judgments.values[index])
@@ -402,7 +406,7 @@ def _judge_criteria(
         if reason is None:
             verdicts[row, column] = value
         else:
-            problems[row].append(f"criterion {column + 1}: {reason}")
+            problems[row].append((column, reason))
     return verdicts, mass, mask, problems
 
 
@@ -411,17 +415,24 @@ def _verdict_output(
     verdicts: np.ndarray,
     mass: np.ndarray,
     mask: np.ndarray,
-    problems: list[list[str]],
+    problems: list[list[tuple[int, str]]],
     nan_reason: str,
+    scorable: np.ndarray,
+    settings: RewardSettings,
 ) -> RewardOutput:
-    rewards = np.asarray(rewards, np.float32)
+    rewards = np.where(scorable, np.asarray(rewards, np.float32), np.nan).astype(np.float32)
     failed = np.isnan(rewards)
     reasons: list[str | None] = []
     for row in range(len(rewards)):
         if not failed[row]:
             reasons.append(None)
         elif problems[row]:
-            reasons.append("; ".join(problems[row]))
+            judged = int(mask[row].sum()) - len(problems[row])
+            reasons.append(
+                f"{judged} of {int(mask[row].sum())} criteria judged, fewer than "
+                f"reward.min_judged_fraction={settings.min_judged_fraction:g}: "
+                + "; ".join(f"criterion {column + 1}: {why}" for column, why in problems[row])
+            )
         else:
             reasons.append(nan_reason)
     return RewardOutput(
@@ -432,6 +443,7 @@ def _verdict_output(
         reasons=reasons,
         ratings=None,
         verdict_mass=mass,
+        criterion_failures=problems,
     )
 
 
@@ -444,9 +456,11 @@ def _explicit_rewards(
 ) -> RewardOutput:
     verdicts, mass, mask, problems = _judge_criteria(examples, answers, rubrics, backend, settings)
     arrays = rubric_arrays(rubrics, pad_to=verdicts.shape[1])
+    filled, judged, scorable, _ = aggregation.judged_criteria(
+        verdicts, arrays.mask, settings.min_judged_fraction)
     rewards = aggregation.explicit_reward(
-        verdicts,
-        arrays.mask,
+        filled,
+        judged,
         arrays.weights,
         arrays.polarity_signs,
         arrays.category_ids,
@@ -457,7 +471,8 @@ def _explicit_rewards(
         f"explicit aggregation ({settings.explicit_normalization}) gave NaN: an uncategorised "
         "criterion under category_weights, or no weight to normalise by"
     )
-    return _verdict_output(np.asarray(rewards), verdicts, mass, mask, problems, reason)
+    return _verdict_output(np.asarray(rewards), verdicts, mass, mask, problems, reason, scorable,
+                           settings)
 
 
 def _rar_explicit(
@@ -480,9 +495,12 @@ def _healthbench_points(
     rubrics = [_required_rubric(e, i, "healthbench_points") for i, e in enumerate(examples)]
     verdicts, mass, mask, problems = _judge_criteria(examples, answers, rubrics, backend, settings)
     arrays = rubric_arrays(rubrics, pad_to=verdicts.shape[1])
-    rewards = aggregation.healthbench_points_score(arrays.weights, verdicts, arrays.mask)
-    reason = "HealthBench points score gave NaN: the rubric has no positive points"
-    return _verdict_output(np.asarray(rewards), verdicts, mass, mask, problems, reason)
+    filled, judged, scorable, _ = aggregation.judged_criteria(
+        verdicts, arrays.mask, settings.min_judged_fraction)
+    rewards = aggregation.healthbench_points_score(arrays.weights, filled, judged)
+    reason = "HealthBench points score gave NaN: no judged criterion has positive points"
+    return _verdict_output(np.asarray(rewards), verdicts, mass, mask, problems, reason, scorable,
+                           settings)
 
 
 def _programmatic(
@@ -544,6 +562,9 @@ def _with_empty_answers(
     reasons: list[str | None] = [None] * count
     for row, reason in zip(answered, output.reasons):
         reasons[row] = reason
+    criterion_failures: list[list[tuple[int, str]]] = [[] for _ in range(count)]
+    for row, failures in zip(answered, output.criterion_failures):
+        criterion_failures[row] = failures
     return RewardOutput(
         rewards=spread(np.asarray(output.rewards, np.float32), EMPTY_ANSWER_REWARD),
         verdicts=spread(np.asarray(output.verdicts, np.float32), np.nan),
@@ -553,6 +574,7 @@ def _with_empty_answers(
         ratings=None if output.ratings is None else spread(
             np.asarray(output.ratings, np.float32), np.nan),
         verdict_mass=spread(np.asarray(output.verdict_mass, np.float32), np.nan),
+        criterion_failures=criterion_failures,
     )
 
 
@@ -626,6 +648,7 @@ def reward_settings(config: config_dict.ConfigDict) -> RewardSettings:
         show_weights=bool(config.judge.show_weights),
         templates_dir=os.fspath(templates_dir) if templates_dir else None,
         programmatic_fn=config.reward.programmatic_fn,
+        min_judged_fraction=float(config.reward.min_judged_fraction),
     )
 
 

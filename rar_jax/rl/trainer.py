@@ -177,6 +177,12 @@ def rubric_metrics(examples: Sequence[Example], result: RewardResult) -> dict[st
     return metrics
 
 
+def unjudged_share(result: RewardResult) -> float:
+    """Share of the judged answers' rubric criteria without a verdict (0 without criteria)."""
+    mask = np.asarray(result.verdict_mask, bool)
+    return float(np.isnan(np.asarray(result.verdicts, np.float32))[mask].mean()) if mask.any() else 0.0
+
+
 def criterion_rows(examples: Sequence[Example], result: RewardResult) -> list[dict[str, Any]]:
     """Per (example, criterion) of one step: the mean credit over the step's answers."""
     verdicts = np.asarray(result.verdicts)
@@ -403,6 +409,7 @@ class GRPOTrainer:
             "reward/std": float(np.std(rewards[finite])) if finite.any() else math.nan,
             "reward/judge_failures": int((~finite).sum()),
             "reward/empty_answers": sum(not text.strip() for text in output.texts),
+            "reward/unjudged_criteria_share": unjudged_share(result),
             "reward/frac_tied_groups": float(advantages.frac_tied_groups),
             "advantage/mean": float(advantages.mean),
             "advantage/std": float(advantages.std),

@@ -106,7 +106,7 @@ def test_rar_explicit_rewards_verdicts_and_failures(server, shared_data, tmp_pat
         tmp_path,
         records,
         f"--config.judge.http.base_url={server.base_url}",
-        "--config.reward.method=rar_explicit",
+        "--config.reward.method=rar_explicit", "--config.judge.max_resamples=0",
     )
     assert process.returncode == 0, process.stderr
 
@@ -120,9 +120,11 @@ def test_rar_explicit_rewards_verdicts_and_failures(server, shared_data, tmp_pat
     assert undecided["id"] == f"{tmp_path / 'records.jsonl'}:2"
     assert undecided["failed"] is True and undecided["reward"] is None
     assert undecided["reason"] == (
-        "criterion 2: invalid judge reply: no criteria_met verdict found in output "
-        "'I cannot decide.'"
+        "2 of 3 criteria judged, fewer than reward.min_judged_fraction=0.8: criterion 2: invalid "
+        "judge reply: no criteria_met verdict found in output 'I cannot decide.'"
     )
+    assert undecided["unjudged_criteria"] == [{"criterion": 1, "reason": (
+        "invalid judge reply: no criteria_met verdict found in output 'I cannot decide.'")}]
     assert undecided["verdicts"] == [1.0, None, 0.0]
 
     categories = [item["description"].split(" ", 1)[0].lower() for item in real["rubric"]]
@@ -140,7 +142,8 @@ def test_rar_explicit_rewards_verdicts_and_failures(server, shared_data, tmp_pat
     mean = (small["reward"] + real_line["reward"]) / 2
     assert f"mean reward {mean:.4f} over 2 scored" in process.stdout
     assert "failed: 1" in process.stdout
-    assert "1 x criterion 2: invalid judge reply" in process.stdout
+    assert "failed: 1 records; unjudged criteria: 1" in process.stdout
+    assert "1 x invalid judge reply: no criteria_met verdict" in process.stdout  # Per criterion.
     assert all(r.body["temperature"] == 0.0 for r in server.requests)
 
 
@@ -203,7 +206,7 @@ def test_implicit_rating_normalisation(server, tmp_path):
         records,
         f"--config.judge.http.base_url={server.base_url}",
         "--config.reward.method=rar_implicit",
-        "--config.reward.rating_normalization=over_max",
+        "--config.reward.rating_normalization=over_max", "--config.judge.max_resamples=0",
     )
     assert process.returncode == 0, process.stderr
     assert (lines[0]["reward"], lines[0]["rating"], lines[0]["verdicts"]) == (0.8, 8.0, None)

@@ -354,3 +354,22 @@ def test_rating_reward_fn_binds_the_normalization():
     np.testing.assert_allclose(rating_reward_fn(reward)(jnp.array([1.0, 7.0])), [0.0, 6 / 9])
     reward.rating_normalization = "over_max"
     np.testing.assert_allclose(rating_reward_fn(reward)(jnp.array([1.0, 7.0])), [0.1, 0.7])
+
+
+def test_judged_criteria_rule_by_hand():
+    from rar_jax.judges.aggregation import judged_criteria
+
+    nan = np.nan
+    verdicts = np.array([[1.0, nan, 0.0, 1.0, 1.0],    # 4 of 5 judged.
+                         [nan, nan, 1.0, 0.0, nan],    # 2 of 5.
+                         [nan, nan, 0.0, 0.0, 0.0]])   # Padding after 2 real criteria.
+    mask = np.array([[True] * 5, [True] * 5, [True, True, False, False, False]])
+    filled, judged, scorable, share = judged_criteria(verdicts, mask, 0.8)
+    np.testing.assert_array_equal(judged[0], [True, False, True, True, True])
+    np.testing.assert_array_equal(filled[0], [1.0, 0.0, 0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(scorable, [True, False, False])  # 0.8, 0.4, 0 of 2.
+    np.testing.assert_allclose(share, [0.2, 0.6, 1.0])
+    _, _, everything, _ = judged_criteria(verdicts, mask, 1.0)
+    np.testing.assert_array_equal(everything, [False, False, False])
+    _, _, anything, _ = judged_criteria(verdicts, mask, 0.0)
+    np.testing.assert_array_equal(anything, [True, True, False])  # None judged: never scorable.

@@ -425,3 +425,28 @@ def test_reply_without_content_is_a_failure_not_text(server, clock, monkeypatch)
     assert result.text is None
     assert "no message content" in result.error and "content_filter" in result.error
     assert json.dumps(result.error)  # A plain string, safe to log to JSONL.
+
+
+def test_an_unusable_judge_reply_is_asked_again_sampled(server, clock):
+    from rar_jax.judges import parsing
+    from rar_jax.judges.prompts import direct_likert_prompt
+    from rar_jax.judges.rewards import HttpJudgeBackend
+
+    asked: dict[str, int] = {}
+
+    def replies(text):
+        asked[text] = asked.get(text, 0) + 1
+        if "flaky" in text and asked[text] == 1:
+            return '{"rating": 7} On reflection, 4/10.'  # Contradictory: unusable.
+        return '{"rating": 6}' if "flaky" in text else '{"rating": 9}'
+
+    server.replies = replies
+    backend = HttpJudgeBackend(make_client(server, clock), max_tokens=16, max_resamples=2)
+    judged = backend.score_rating([direct_likert_prompt("q", "steady answer"),
+                                   direct_likert_prompt("q", "flaky answer")])
+    assert judged.values.tolist() == [9.0, 6.0] and judged.reasons == [None, None]
+    bodies = [request.body for request in server.requests]
+    assert len(bodies) == 3
+    assert [(b["temperature"], b.get("seed")) for b in bodies[:2]] == [(0.0, None)] * 2
+    assert (bodies[2]["temperature"], bodies[2]["seed"]) == (1.0, 1)  # The re-ask is sampled.
+    assert parsing.parse_rating('{"rating": 7} On reflection, 4/10.').value is None

@@ -389,9 +389,11 @@ class ScriptedGenerator:
         self.replies, self.finish = replies, finish
         self.calls: list[tuple[list[list[int]], int]] = []
 
-    def generate(self, prompt_ids, max_new_tokens, params) -> GenerationResult:
+    def generate(self, prompt_ids, max_new_tokens, params, temperature=0.0,
+                 seed=0) -> GenerationResult:
         start = sum(len(ids) for ids, _ in self.calls)
         self.calls.append(([list(p) for p in prompt_ids], max_new_tokens))
+        self.sampling = getattr(self, "sampling", []) + [(temperature, seed)]
         stop = start + len(prompt_ids)
         return GenerationResult(self.replies[start:stop], self.finish[start:stop])
 
@@ -448,3 +450,18 @@ def test_bad_settings_are_refused(model, tokenizer):
         JaxJudge(model, tokenizer, min_verdict_mass=2.0)
     with pytest.raises(ValueError, match="groups"):
         JaxJudge(model, tokenizer).score_binary([prompts.direct_likert_prompt("Q", "A")], [0, 1])
+
+
+def test_generate_mode_re_asks_unusable_replies_sampled(model, tokenizer, rating_prompts):
+    # Prompt 0 answers at once; prompt 1 is unusable, then usable when asked again; prompt 2 is
+    # unusable every time (asked 1 + 2 times).
+    generator = ScriptedGenerator(
+        ['{"rating": 7}', "hmm", "no idea", '{"rating": 3}', "still none", "none again"],
+        ["eos"] * 6)
+    judge = JaxJudge(model, tokenizer, scoring="generate", generator=generator, max_resamples=2,
+                     batch_size=8)
+    rated = judge.score_rating(rating_prompts[:3])
+    np.testing.assert_array_equal(rated.values[:2], [7.0, 3.0])
+    assert np.isnan(rated.values[2]) and "(after 3 attempts)" in rated.reasons[2]
+    assert [len(ids) for ids, _ in generator.calls] == [3, 2, 1]
+    assert generator.sampling == [(0.0, 0), (1.0, 1), (1.0, 2)]  # Re-asks are sampled.

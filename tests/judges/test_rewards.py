@@ -48,6 +48,7 @@ def make_config(method: str = "rar_explicit", **judge: object) -> config_dict.Co
             "prefix_reuse": True,
             "batch_size": 8,
             "max_tokens": 64,
+            "max_resamples": 0,
             "min_verdict_mass": 0.0,
             "show_categories": True,
             "show_weights": True,
@@ -194,10 +195,23 @@ def test_a_failed_criterion_fails_its_row_with_the_reason(medicine):
         "rar_explicit", [example, medicine[1]], ["a", "b"], ScriptedBackend(binary=binary)
     )
     assert np.isnan(output.rewards[0]) and output.failed.tolist() == [True, False]
-    assert output.reasons[0] == "criterion 3: judge exploded"
+    assert output.reasons[0] == ("8 of 9 criteria judged, fewer than "
+                                 "reward.min_judged_fraction=1: criterion 3: judge exploded")
     assert output.reasons[1] is None
     assert np.isnan(output.verdicts[0, 2]) and output.verdict_mask[0, 2]
     assert output.verdicts[0, 0] == 1.0
+
+    # With 8 of 9 judged >= 0.8 the answer is scored over the judged criteria, their category
+    # weights renormalised: every judged verdict is "true", so positive criteria earn their
+    # weight and negative-polarity pitfalls none.
+    lenient = RewardSettings(min_judged_fraction=0.8)
+    output = compute_rewards("rar_explicit", [example], ["a"], ScriptedBackend(binary=binary),
+                             lenient)
+    judged = [c for c in example.rubric.criteria if c.description != failing]
+    earned = sum(PAPER_WEIGHTS[c.category.value] for c in judged if c.polarity is Polarity.POSITIVE)
+    assert output.rewards[0] == pytest.approx(
+        earned / sum(PAPER_WEIGHTS[c.category.value] for c in judged), abs=1e-6)
+    assert not output.failed[0] and np.isnan(output.verdicts[0, 2])
 
 
 def test_rar_predefined_uses_the_fixed_rubric(medicine):
@@ -411,6 +425,7 @@ def test_http_backend_rewards_and_failures(medicine, no_api_key):
     server.start()
     try:
         config = make_config("rar_explicit", backend="http")
+        config.reward.min_judged_fraction = 1.0  # One failed criterion fails its answer.
         config.judge.http.base_url = server.base_url
         config.judge.max_tokens = 32
         backend = build_judge(config)
@@ -425,7 +440,7 @@ def test_http_backend_rewards_and_failures(medicine, no_api_key):
         server.script[failing_text] = ["400"]
         output = make_reward_fn(config, backend)([example, example], ["answer one", "answer two"])
         assert output.failed.tolist() == [True, True]
-        assert output.reasons[0] == (
+        assert output.reasons[0].endswith(
             "criterion 5: invalid judge reply: no criteria_met verdict found in output "
             "'I cannot decide.'"
         )

@@ -147,3 +147,16 @@ def test_failing_updates_stop_the_run_with_a_checkpoint(tmp_path):
     assert (tmp_path / "checkpoints" / "2").is_dir()
     records = _records(tmp_path)
     assert [r["update_skipped"] for r in records] == [1, 1]
+
+
+def test_unjudged_share_counts_real_criteria_only():
+    import types
+
+    from rar_jax.rl.trainer import unjudged_share
+
+    nan = float("nan")
+    result = types.SimpleNamespace(verdicts=np.array([[1.0, nan, nan], [nan, 0.0, 0.0]]),
+                                   verdict_mask=np.array([[True, True, False], [True] * 3]))
+    assert unjudged_share(result) == pytest.approx(2 / 5)
+    assert unjudged_share(types.SimpleNamespace(verdicts=np.zeros((2, 0)),
+                                                verdict_mask=np.zeros((2, 0), bool))) == 0.0
