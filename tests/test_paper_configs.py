@@ -301,3 +301,25 @@ def test_locations_come_from_the_environment(monkeypatch, tmp_path):
     assert config.model.source == str(tmp_path / "qwen")
     assert config.judge.http.base_url == "http://judge:8000/v1"
     assert config.data.train_path == str(tmp_path / "rubrics" / "healthbench_train.qwen7b.noref.jsonl")
+
+
+@pytest.mark.parametrize("name", ["qwen2.5_7b_base", "qwen2.5_7b_instruct"])
+def test_the_untrained_rows_of_figure2_have_evaluation_configs(name):
+    from rar_jax.eval.paper_numbers import TABLES
+
+    path = PAPER_DIR / "eval" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"paper_eval_{name.replace('.', '_')}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    rar_config.validate(config, num_devices=8)
+    assert config.output_dir == f"runs/paper/{name}"  # The run rar-tables reads for the row.
+    assert name in {cell.run for row in TABLES["figure2"].rows for cell in row.cells}
+    assert config.model.source.endswith("Qwen2.5-7B-Instruct" if "instruct" in name
+                                        else "Qwen2.5-7B")
+    assert config.eval.healthbench_path == "tfds:healthbench:oss_eval"
+    assert (config.eval.gpqa_path, config.eval.gpqa_runs) == ("tfds:gpqa_diamond:test", 10)
+    assert config.judge.http.model == "gpt-4o-mini" and config.judge.templates_dir == "paper"
+    small = module.get_config("small")
+    rar_config.validate(small)
+    assert small.model.source == "smollm2" and small.eval.limit == 5

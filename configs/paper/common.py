@@ -346,6 +346,40 @@ def experiment_config(name: str, variant: str = "full") -> config_dict.ConfigDic
     return config
 
 
+# Figure 2's rows of untrained checkpoints, evaluated with rar-eval (configs/paper/eval/):
+# run name (rar-tables' row) -> the HF checkpoint directory's name under $RAR_CHECKPOINTS_DIR
+# (the base policy comes from $RAR_POLICY_DIR, as for training).
+EVALUATIONS = {
+    "qwen2.5_7b_base": None,
+    "qwen2.5_7b_instruct": "Qwen2.5-7B-Instruct",
+}
+
+
+def evaluation_config(name: str, variant: str = "full") -> config_dict.ConfigDict:
+    """The ``rar-eval`` config of an untrained checkpoint of Figure 2 (HealthBench and
+    GPQA-Diamond, greedy answers of at most the training runs' answer length, the paper's judge
+    and prompts); ``small`` evaluates SmolLM2 on the shared HealthBench subset."""
+    if name not in EVALUATIONS:
+        raise ValueError(f"unknown paper evaluation {name!r}; expected one of "
+                         f"{', '.join(EVALUATIONS)}")
+    config = base_config()
+    config.judge.templates_dir = PAPER_PROMPTS
+    if variant == "small":
+        small_hyperparameters(config)
+        config.output_dir = f"runs/paper_small/{name}"
+        set_evaluation(config, name, variant)
+        return config
+    paper_hyperparameters(config)
+    if EVALUATIONS[name] is not None:
+        config.model.source = str(
+            pathlib.Path(os.environ.get("RAR_CHECKPOINTS_DIR", "checkpoints")) / EVALUATIONS[name])
+    config.output_dir = f"runs/paper/{name}"
+    set_evaluation(config, name, variant)
+    config.eval.gpqa_path = "tfds:gpqa_diamond:test"  # Both benchmarks of Figure 2.
+    config.eval.gpqa_runs = 10
+    return config
+
+
 def set_judge(config: config_dict.ConfigDict, judge: str) -> None:
     """gpt-4o-mini over the OpenAI-compatible API, or a Qwen judge of Table 11 in-process."""
     config.judge.http.model = JUDGE_MODELS[judge]
