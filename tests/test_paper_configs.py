@@ -307,11 +307,10 @@ def test_locations_come_from_the_environment(monkeypatch, tmp_path):
 def test_the_untrained_rows_of_figure2_have_evaluation_configs(name):
     from rar_jax.eval.paper_numbers import TABLES
 
-    path = PAPER_DIR / "eval" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"paper_eval_{name.replace('.', '_')}", path)
+    spec = importlib.util.spec_from_file_location("paper_eval", PAPER_DIR / "eval" / "untrained.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    config = module.get_config(name)
     rar_config.validate(config, num_devices=8)
     assert config.output_dir == f"runs/paper/{name}"  # The run rar-tables reads for the row.
     assert name in {cell.run for row in TABLES["figure2"].rows for cell in row.cells}
@@ -320,6 +319,6 @@ def test_the_untrained_rows_of_figure2_have_evaluation_configs(name):
     assert config.eval.healthbench_path == "tfds:healthbench:oss_eval"
     assert (config.eval.gpqa_path, config.eval.gpqa_runs) == ("tfds:gpqa_diamond:test", 10)
     assert config.judge.http.model == "gpt-4o-mini" and config.judge.templates_dir == "paper"
-    small = module.get_config("small")
+    small = module.get_config(f"{name}:small")
     rar_config.validate(small)
     assert small.model.source == "smollm2" and small.eval.limit == 5
