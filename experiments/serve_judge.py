@@ -376,10 +376,9 @@ class ChatCompletionEngine:
     def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """Token ids of the chat-formatted conversation, ending with the assistant header."""
         try:
-            text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True)
+            return self.tokenizer.encode_chat(list(messages))
         except Exception as error:  # A template may raise anything for an odd conversation.
             raise RequestError(f"messages: the chat template failed: {error}", "messages") from None
-        return self.tokenizer.encode(text)
 
     def _answer_ids(self, ids: Sequence[int]) -> list[int]:
         ids = [int(i) for i in ids]

@@ -436,7 +436,8 @@ def test_cli_end_to_end_with_a_fake_http_judge(healthbench_file, kqa_file, tmp_p
             cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert server.count() == 22 + 16
+        # Every pair once, and the two undecided ones again judge.max_resamples (2) times each.
+        assert server.count() == 22 + 16 + 2 * 2
     finally:
         server.stop()
 
