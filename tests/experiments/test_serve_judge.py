@@ -16,7 +16,7 @@ import httpx
 import jax
 import pytest
 
-from rar_jax.experiments import serve_judge
+from rar_jax.serving import server as serve_judge
 from rar_jax.judges.http_backend import HttpJudgeClient, HttpJudgeConfig
 from rar_jax.models.loading import load_model_and_tokenizer
 from rar_jax.models.sampler import Sampler, SamplingParams

@@ -1,0 +1,1 @@
+"""Serving a JAX model as an OpenAI-compatible judge (``rar-serve-judge``)."""
