@@ -9,19 +9,24 @@
    reused when it was made from the same ideal answer (SHA-256 digest); only missing ones are
    generated, and each batch is appended as soon as it is done. Empty replies and replies equal
    to the ideal answer are failures: the pair is left out and counted (and retried next run).
-3. **Conditions** (``--conditions``; see ``rar_jax.eval.judge_alignment.CONDITIONS``):
-   ``rubric`` = the implicit judge (``rar_implicit``) with the physician rubric; ``likert`` =
-   ``direct_likert``, no rubric; ``generated_rubric`` = the implicit judge with a rubric generated
-   WITHOUT the reference by ``--rubric_generator`` (default: the generator), through
+3. **Conditions** (``--conditions``; see ``rar_jax.eval.judge_alignment.CONDITIONS``); the
+   default is the paper's three lines: ``reference_rubric`` = the implicit judge
+   (``rar_implicit``) with a rubric generated WITH the ideal completion as reference ("expert
+   guidance"), ``generated_rubric`` = the same with a rubric generated WITHOUT it, ``likert`` =
+   ``direct_likert``, no rubric. ``rubric`` (the physician rubric) is an extra condition.
+   Rubrics come from ``--rubric_generator`` (default: the generator) through
    :func:`rar_jax.judges.rubric_generation.generate_rubrics` (validation, retries), stored in
-   ``--generated_rubrics`` and reused likewise. A prompt whose rubric stays invalid after the
-   last attempt is a failed pair of that condition (counted, with the reason).
+   ``--generated_rubrics`` (without reference; default ``<output_dir>/generated_rubrics.jsonl``)
+   and ``<that file without .jsonl>_reference.jsonl`` and reused likewise. A prompt whose rubric
+   stays invalid after the last attempt is a failed pair of that condition (counted, with the
+   reason).
 4. **Judges** (``--judges``, comma-separated): ``smollm2``, a ``.gguf`` file or an HF checkpoint
    directory (the in-process JAX judge with the config's ``judge.*`` options: scoring, batch
    size, ...), or ``http:<model>@<base_url>`` (an OpenAI-compatible server with the config's
    ``judge.http.*`` options). Each answer is rated on its own (1-10; the expected rating under
    verdict-probability scoring); a pair is correct when the ideal answer is rated higher
-   (``--ties``: a tie counts half or wrong). Failed judgments are counted, never scored.
+   (``--ties``: a tie counts wrong, the paper's rule and the default, or half; the tie rate of
+   every line is reported). Failed judgments are counted, never scored.
 5. **Outputs** in ``--output_dir``: ``alignment.json`` (per judge x condition: pairs, scored,
    failed, wins, ties, losses, accuracy, Wilson interval, failure reasons; plus the data and
    generation counts), ``alignment.md`` (the table), ``alignment.png`` (accuracy against judge,
@@ -89,10 +94,11 @@ _JUDGES = flags.DEFINE_list(
     "judges", ["smollm2"], "Judges: JAX model sources and/or http:<model>@<base_url>."
 )
 _CONDITIONS = flags.DEFINE_list(
-    "conditions", list(alignment.CONDITIONS), "Conditions, from: " + ", ".join(alignment.CONDITIONS)
+    "conditions", list(alignment.DEFAULT_CONDITIONS),
+    "Conditions, from: " + ", ".join(alignment.CONDITIONS)
 )
 _TIES = flags.DEFINE_enum(
-    "ties", "half", list(alignment.TIE_RULES), "A tied pair counts half / wrong."
+    "ties", "wrong", list(alignment.TIE_RULES), "A tied pair counts wrong (the paper) / half."
 )
 _CONFIDENCE = flags.DEFINE_float("confidence", 0.95, "Coverage of the Wilson interval.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Pairs per judge / generator call.")
@@ -200,9 +206,10 @@ def make_perturbations(
 
 def make_generated_rubrics(
     pairs: Sequence[Pair], store: pathlib.Path, generator: str, backends: Backends,
-    config: Any, *, seed: int, batch_size: int,
+    config: Any, *, seed: int, batch_size: int, with_reference: bool,
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
-    """Rubrics generated without the reference, from the store or generated (and appended).
+    """Rubrics generated with or without the ideal completion as reference, from the store or
+    generated (and appended).
 
     Returns ({id: Rubric}, {id: failure reason}, counts).
     """
@@ -225,7 +232,8 @@ def make_generated_rubrics(
     wanted = [p.example for p in pairs]
     reused = sum(1 for e in wanted if e.example_id in rubrics)
     questions = [
-        Question(f"{e.example_id}", {"id": e.example_id}, question_text(e.conversation), None)
+        Question(f"{e.example_id}", {"id": e.example_id}, question_text(e.conversation),
+                 e.reference if with_reference else None)
         for e in wanted
         if e.example_id not in rubrics
     ]
@@ -265,6 +273,7 @@ def make_generated_rubrics(
             )
     counts = {
         "generator": generator,
+        "with_reference": with_reference,
         "store": str(store),
         "reused": reused,
         "generated": len(questions) - len(failures),
@@ -296,10 +305,11 @@ def score_condition(
     rows, examples = [], []
     for row, pair in enumerate(pairs):
         example = pair.example
-        if spec.rubric == "generated":
-            rubric = generated.get(example.example_id)
+        if spec.rubric in ("generated", "generated_reference"):
+            rubric = generated[spec.rubric].get(example.example_id)
             if rubric is None:
-                why = generation_failures.get(example.example_id, "no generated rubric")
+                why = generation_failures[spec.rubric].get(example.example_id,
+                                                            "no generated rubric")
                 ideal_reasons[row] = perturbed_reasons[row] = why
                 continue
             example = dataclasses.replace(example, rubric=rubric)
@@ -336,7 +346,8 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         f"each paired with a worse answer by `{perturbation['generator']}` "
         f"({perturbation['reused']} reused, {perturbation['generated']} generated, "
         f"{perturbation['failed']} failed and left out). Accuracy = fraction of scored pairs "
-        f"where the ideal answer is rated higher (a tie counts {tie}); "
+        f"where the ideal answer is rated higher (a tie counts {tie}; each cell gives how many "
+        f"pairs tied); "
         f"{report['confidence']:.0%} Wilson interval; `failed` = pairs with a failed judgment.",
         "",
         alignment.report_markdown(report["results"], report["judges"], report["conditions"]),
@@ -347,11 +358,12 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     if perturbation["failure_reasons"]:
         lines += ["", "Perturbation failures:"]
         lines += [f"- {n} x {why}" for why, n in perturbation["failure_reasons"].items()]
-    if report.get("generated_rubrics"):
-        counts = report["generated_rubrics"]
-        lines += ["", f"Rubrics generated without reference by `{counts['generator']}`: "
-                  f"{counts['reused']} reused, {counts['generated']} generated, "
-                  f"{counts['failed']} failed."]
+    for key, how in (("reference_rubrics", "with"), ("generated_rubrics", "without")):
+        if report.get(key):
+            counts = report[key]
+            lines += ["", f"Rubrics generated {how} reference by `{counts['generator']}`: "
+                      f"{counts['reused']} reused, {counts['generated']} generated, "
+                      f"{counts['failed']} failed."]
     reasons = [
         (judge, condition, result["failure_reasons"])
         for judge, by_condition in report["results"].items()
@@ -427,14 +439,19 @@ def main(argv: Sequence[str]) -> None:
     ready = [pair for pair in pairs if pair.perturbed is not None]
     if not ready:
         raise SystemExit(f"rar-judge-alignment: no perturbed answer could be made: {perturbation}")
-    generated, generation_failures, generated_counts = {}, {}, None
-    if any(alignment.CONDITIONS[c].rubric == "generated" for c in conditions):
-        generated, generation_failures, generated_counts = make_generated_rubrics(
-            ready,
-            pathlib.Path(_GENERATED_RUBRICS.value or output_dir / "generated_rubrics.jsonl"),
-            _RUBRIC_GENERATOR.value or _GENERATOR.value, backends, config,
-            seed=config.seed, batch_size=_BATCH_SIZE.value,
-        )
+    store = pathlib.Path(_GENERATED_RUBRICS.value or output_dir / "generated_rubrics.jsonl")
+    stores = {"generated": store,
+              "generated_reference": store.with_name(
+                  store.name.removesuffix(".jsonl") + "_reference.jsonl")}
+    generated, generation_failures, generated_counts = {}, {}, {}
+    for kind in stores:
+        if any(alignment.CONDITIONS[c].rubric == kind for c in conditions):
+            generated[kind], generation_failures[kind], generated_counts[kind] = (
+                make_generated_rubrics(
+                    ready, stores[kind], _RUBRIC_GENERATOR.value or _GENERATOR.value, backends,
+                    config, seed=config.seed, batch_size=_BATCH_SIZE.value,
+                    with_reference=kind == "generated_reference",
+                ))
 
     from rar_jax.eval.plots import plot_accuracy_by_judge
     from rar_jax.judges.rewards import reward_settings
@@ -471,7 +488,8 @@ def main(argv: Sequence[str]) -> None:
         "pairs": len(ready),
         "excluded": excluded,
         "perturbation": perturbation,
-        "generated_rubrics": generated_counts,
+        "generated_rubrics": generated_counts.get("generated"),
+        "reference_rubrics": generated_counts.get("generated_reference"),
         "judges": names,
         "judge_specs": [dataclasses.asdict(spec) for spec in specs],
         "conditions": conditions,

@@ -12,9 +12,11 @@ Pure parts, all tested against hand-computed values:
   reference (the ideal completion), drops repeated ids, and counts every example left out by
   reason (never silently).
 - :func:`pair_outcomes` / :func:`pairwise_accuracy`: per pair 1 (ideal scored higher), 0 (lower)
-  or a tie, which counts **one half** (``ties="half"``, the default: a judge that cannot tell the
-  answers apart is credited with a coin flip, so random scoring has expected accuracy 0.5) or
-  **wrong** (``ties="wrong"``: only a strict preference counts). A pair where either score is NaN
+  or a tie, which counts **wrong** (``ties="wrong"``, the default and the paper's definition: the
+  judge is right when it scores the preferred answer strictly higher) or **one half**
+  (``ties="half"``: a judge that cannot tell the answers apart is credited with a coin flip). The
+  share of tied pairs is reported per condition (``tie_rate``), so a judge that rates everything
+  alike shows as such under either rule. A pair where either score is NaN
   (a failed judgment) is *failed*: counted, and left out of the accuracy, never scored 0.
 - :func:`wilson_interval`: the 95% (``confidence``) interval of the accuracy is the **Wilson
   score interval** for a binomial proportion, with p = successes / n and z the normal quantile
@@ -57,6 +59,7 @@ from rar_jax.rubrics.schema import RubricError
 
 __all__ = [
     "CONDITIONS",
+    "DEFAULT_CONDITIONS",
     "TIE_RULES",
     "Condition",
     "ModelSpec",
@@ -72,7 +75,7 @@ __all__ = [
     "wilson_interval",
 ]
 
-TIE_RULES = ("half", "wrong")
+TIE_RULES = ("wrong", "half")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +84,9 @@ class Condition:
 
     Attributes:
         method: the reward method that rates one answer (``rar_implicit`` or ``direct_likert``).
-        rubric: where the rubric comes from: ``"physician"`` (the HealthBench rubric),
-            ``"generated"`` (generated without the reference) or None (no rubric).
+        rubric: where the rubric comes from: ``"generated_reference"`` (generated with the
+            ideal completion as reference: "expert guidance"), ``"generated"`` (generated without
+            it), ``"physician"`` (the HealthBench rubric) or None (no rubric).
         label: the legend / table text.
     """
 
@@ -92,12 +96,17 @@ class Condition:
 
 
 CONDITIONS: dict[str, Condition] = {
-    "rubric": Condition("rar_implicit", "physician", "implicit judge, physician rubric"),
-    "likert": Condition("direct_likert", None, "Likert, no rubric"),
+    "reference_rubric": Condition(
+        "rar_implicit", "generated_reference", "implicit judge, rubric generated with reference"
+    ),
     "generated_rubric": Condition(
         "rar_implicit", "generated", "implicit judge, rubric generated without reference"
     ),
+    "likert": Condition("direct_likert", None, "Likert, no rubric"),
+    "rubric": Condition("rar_implicit", "physician", "implicit judge, physician rubric"),
 }
+# Figure 3's three lines (the physician rubric is an extra condition of ours).
+DEFAULT_CONDITIONS = ("reference_rubric", "generated_rubric", "likert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +180,7 @@ def _as_scores(values: Any, name: str) -> np.ndarray:
     return array
 
 
-def pair_outcomes(ideal: Any, perturbed: Any, *, ties: str = "half") -> np.ndarray:
+def pair_outcomes(ideal: Any, perturbed: Any, *, ties: str = "wrong") -> np.ndarray:
     """Per pair: 1.0 when the ideal answer scored higher, 0.0 when lower, a tie 0.5 (``"half"``)
     or 0.0 (``"wrong"``); NaN where either score is NaN.
 
@@ -216,7 +225,7 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple
 
 
 def pairwise_accuracy(
-    ideal: Any, perturbed: Any, *, ties: str = "half", confidence: float = 0.95
+    ideal: Any, perturbed: Any, *, ties: str = "wrong", confidence: float = 0.95
 ) -> dict[str, Any]:
     """Pairwise accuracy of one judge under one condition, with its Wilson interval.
 
@@ -227,8 +236,9 @@ def pairwise_accuracy(
         confidence: coverage of the interval.
 
     Returns:
-        ``{pairs, scored, failed, wins, ties, losses, accuracy, ci_low, ci_high, tie_rule,
-        confidence, interval}``; accuracy and interval are NaN when no pair was scored.
+        ``{pairs, scored, failed, wins, ties, losses, tie_rate, accuracy, ci_low, ci_high,
+        tie_rule, confidence, interval}``; tie_rate = ties / scored; accuracy, tie rate and
+        interval are NaN when no pair was scored.
     """
     outcome = pair_outcomes(ideal, perturbed, ties=ties)
     ideal, perturbed = _as_scores(ideal, "ideal"), _as_scores(perturbed, "perturbed")
@@ -246,6 +256,7 @@ def pairwise_accuracy(
         "wins": wins,
         "ties": tied,
         "losses": losses,
+        "tie_rate": tied / count if count else math.nan,
         "accuracy": successes / count if count else math.nan,
         "ci_low": low,
         "ci_high": high,
@@ -307,7 +318,7 @@ def _format_accuracy(result: Mapping[str, Any]) -> str:
         return f"n/a (0 of {result['pairs']} scored)"
     text = (
         f"{result['accuracy']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}] "
-        f"(n={result['scored']}"
+        f"(n={result['scored']}, {result['ties']} tied"
     )
     if result["failed"]:
         text += f", {result['failed']} failed"

@@ -24,7 +24,7 @@ def test_pair_outcomes_by_tie_rule():
     wrong = alignment.pair_outcomes(ideal, perturbed, ties="wrong")
     np.testing.assert_array_equal(half, [1.0, 0.5, 0.0, NAN, NAN])
     np.testing.assert_array_equal(wrong, [1.0, 0.0, 0.0, NAN, NAN])
-    with pytest.raises(ValueError, match="ties: expected one of half, wrong"):
+    with pytest.raises(ValueError, match="ties: expected one of wrong, half"):
         alignment.pair_outcomes(ideal, perturbed, ties="coin")
     with pytest.raises(ValueError, match="one perturbed score per ideal score, got 5 and 2"):
         alignment.pair_outcomes(ideal, perturbed[:2])
@@ -84,11 +84,14 @@ def test_pairwise_accuracy_counts_and_ties():
     low, high = alignment.wilson_interval(2.5, 4)
     assert (half["ci_low"], half["ci_high"]) == (low, high)
     assert half["interval"] == "wilson" and half["tie_rule"] == "half"
-    wrong = alignment.pairwise_accuracy(ideal, perturbed, ties="wrong")
+    assert half["tie_rate"] == pytest.approx(1 / 4)
+    wrong = alignment.pairwise_accuracy(ideal, perturbed)  # The default: the paper's rule.
+    assert wrong["tie_rule"] == "wrong" and wrong["tie_rate"] == pytest.approx(1 / 4)
     assert wrong["accuracy"] == pytest.approx(2 / 4)
     assert (wrong["ci_low"], wrong["ci_high"]) == alignment.wilson_interval(2, 4)
     empty = alignment.pairwise_accuracy([NAN], [1.0])
     assert empty["scored"] == 0 and empty["failed"] == 1 and math.isnan(empty["accuracy"])
+    assert math.isnan(empty["tie_rate"])
 
 
 def _example(example_id: str, reference: str | None) -> Example:
@@ -176,7 +179,7 @@ def test_report_markdown_cells():
         "| judge | implicit judge, physician rubric | Likert, no rubric |"
     )
     assert table.splitlines()[2] == (
-        f"| j | 1.000 [{low:.3f}, {high:.3f}] (n=2, 1 failed) | n/a (0 of 1 scored) |"
+        f"| j | 1.000 [{low:.3f}, {high:.3f}] (n=2, 0 tied, 1 failed) | n/a (0 of 1 scored) |"
     )
 
 

@@ -30,6 +30,7 @@ from fake_openai_server import FakeOpenAIServer
 
 RECORDS = [17, 78, 87, 21, 82]  # 0-based lines of oss_eval_first100.jsonl; 78 has no ideal.
 GENERATED_MARK = "GENMARK"
+REFERENCE_MARK = "REFMARK"
 
 # Ratings (ideal, perturbed) per judge, condition and pair index; None = unparseable reply.
 RATINGS = {
@@ -37,22 +38,24 @@ RATINGS = {
         "rubric": [(8, 3), (8, 3), (8, 3)],
         "likert": [(5, 5), (4, 6), (7, 2)],
         "generated_rubric": [(9, 9), (6, 2), None],
+        "reference_rubric": [(7, 7), (9, 1), None],
     },
     "judge-b": {
         "rubric": [(None, None), (2, 7), (10, 1)],
         "likert": [(6, 6), (6, 6), (6, 6)],
         "generated_rubric": [(3, 4), (6, 2), None],
+        "reference_rubric": [(8, 2), (6, 2), None],
     },
 }
 
 
-def generated_rubric(topic: str) -> list[dict]:
+def generated_rubric(topic: str, mark: str = GENERATED_MARK) -> list[dict]:
     """A valid 7-item rubric in the generator's reply format, marked as generated."""
     rows = [("Essential", 5), ("Important", 4), ("Important", 3), ("Optional", 2),
             ("Optional", 1), ("Pitfall", -2), ("Pitfall", -1)]
     return [
         {"title": f"Item {i}", "weight": weight,
-         "description": f"{category} Criteria: {GENERATED_MARK} point {i} about {topic}."}
+         "description": f"{category} Criteria: {mark} point {i} about {topic}."}
         for i, (category, weight) in enumerate(rows)
     ]
 
@@ -120,13 +123,17 @@ def test_end_to_end_with_fake_generator_and_judges(data, servers, tmp_path):
             return "   " if k == 3 else f"Perturbed answer {k}: rest and fluids, nothing more."
         if k == 2:
             return "I am not able to write a rubric."
-        return json.dumps(generated_rubric(f"prompt {k}"))
+        with_reference = ideals[k].strip()[:80] in text
+        return json.dumps(generated_rubric(f"prompt {k}",
+                                           REFERENCE_MARK if with_reference else GENERATED_MARK))
 
     def judge_reply(judge: str):
         def reply(text: str) -> str:
             k = which_pair(text, records)
             if "<rubric>" not in text:
                 condition = "likert"
+            elif REFERENCE_MARK in text:
+                condition = "reference_rubric"
             elif GENERATED_MARK in text:
                 condition = "generated_rubric"
             else:
@@ -142,7 +149,8 @@ def test_end_to_end_with_fake_generator_and_judges(data, servers, tmp_path):
     judge_a.replies = judge_reply("judge-a")
     judge_b.replies = judge_reply("judge-b")
 
-    process = run_cli(tmp_path, data_path, servers)
+    ours = ("--conditions=rubric,likert,generated_rubric", "--ties=half")
+    process = run_cli(tmp_path, data_path, servers, *ours)
     assert process.returncode == 0, process.stderr[-3000:]
     out = tmp_path / "out"
     report = json.loads((out / "alignment.json").read_text())
@@ -189,13 +197,13 @@ def test_end_to_end_with_fake_generator_and_judges(data, servers, tmp_path):
     assert len(scores) == 2 * 3 * 3
     assert (out / "alignment.png").read_bytes()[:4] == b"\x89PNG"
     markdown = (out / "alignment.md").read_text()
-    assert "| judge-a | 1.000 [" in markdown and "(n=2, 1 failed)" in markdown
+    assert "| judge-a | 1.000 [" in markdown and "(n=2, 0 tied, 1 failed)" in markdown
     # Generation requests: 4 perturbations + rubrics for 3 prompts (+1 retry of the invalid one).
     assert generator.count() == 4 + 3 + 1
 
     # Second run, ties wrong: stored answers and rubrics are reused; only failures are retried.
     generator.reset()
-    process = run_cli(tmp_path, data_path, servers, "--ties=wrong")
+    process = run_cli(tmp_path, data_path, servers, ours[0], "--ties=wrong")
     assert process.returncode == 0, process.stderr[-3000:]
     report = json.loads((out / "alignment.json").read_text())
     assert report["perturbation"]["reused"] == 3 and report["perturbation"]["generated"] == 0
@@ -206,3 +214,28 @@ def test_end_to_end_with_fake_generator_and_judges(data, servers, tmp_path):
     for (judge, condition), accuracy in wrong.items():
         assert report["results"][judge][condition]["accuracy"] == pytest.approx(accuracy)
     assert report["tie_rule"] == "wrong"
+
+
+    # Third run, the defaults: Figure 3's three lines, rubrics with and without the reference,
+    # ties wrong, the tie rate of every line.
+    generator.reset()
+    process = run_cli(tmp_path, data_path, servers)
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = json.loads((out / "alignment.json").read_text())
+    assert report["conditions"] == ["reference_rubric", "generated_rubric", "likert"]
+    assert report["tie_rule"] == "wrong"
+    assert {k: report["reference_rubrics"][k] for k in ("reused", "generated", "failed")} == {
+        "reused": 0, "generated": 2, "failed": 1,
+    }
+    lines = {  # (accuracy, tie rate)
+        ("judge-a", "reference_rubric"): (0.5, 0.5), ("judge-b", "reference_rubric"): (1.0, 0.0),
+        ("judge-a", "generated_rubric"): (0.5, 0.5), ("judge-b", "generated_rubric"): (0.5, 0.0),
+        ("judge-a", "likert"): (1 / 3, 1 / 3), ("judge-b", "likert"): (0.0, 1.0),
+    }
+    for (judge, condition), (accuracy, tie_rate) in lines.items():
+        result = report["results"][judge][condition]
+        assert (result["accuracy"], result["tie_rate"]) == pytest.approx((accuracy, tie_rate))
+    # Prompt 3's perturbation again, the no-reference rubric of prompt 2 twice, and the
+    # reference rubrics of prompts 0 and 1 and twice of prompt 2.
+    assert generator.count() == 1 + 2 + 2 + 2
+    assert "implicit judge, rubric generated with reference" in (out / "alignment.md").read_text()
