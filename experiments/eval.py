@@ -24,7 +24,8 @@ reports name the grading mode and threshold, and each criterion's record has ``c
 ``rar-eval gpqa`` (:mod:`rar_jax.eval.gpqa_eval`): questions from ``eval.gpqa_path`` (official
 CSV, or ``tfds:gpqa_diamond...``), ``eval.gpqa_runs`` runs with choice orders seeded by ``seed``,
 boxed-letter extraction, the judge's Yes/No verifier for answers without a letter
-(``eval.gpqa_verifier``), mean accuracy over runs with a 95% interval. Writes
+(``eval.gpqa_verifier``; the HTTP model ``eval.gpqa_verifier_model`` when set), mean accuracy
+over runs with a 95% interval. Writes
 ``gpqa_eval.json``, ``gpqa_eval.md`` and ``gpqa_answers.jsonl``.
 
     rar-eval healthbench --config=configs/base.py \\
@@ -40,6 +41,7 @@ boxed-letter extraction, the judge's Yes/No verifier for answers without a lette
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import pathlib
@@ -300,6 +302,9 @@ def run_gpqa(config: Any, output_dir: pathlib.Path) -> None:
     )
     questions = len({item.question_id for item in items})
     logging.info("%d GPQA questions x %d runs from %s", questions, config.eval.gpqa_runs, path)
+    if config.eval.gpqa_verifier and config.eval.gpqa_verifier_model:
+        config = copy.deepcopy(config)  # The verifier's own model (the paper's: gpt-4o).
+        config.judge.http.model = config.eval.gpqa_verifier_model
     policy, judge = load_policy_and_judge(config, needs_judge=config.eval.gpqa_verifier)
     start = time.perf_counter()
     result = gpqa_eval.evaluate_gpqa(

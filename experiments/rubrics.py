@@ -44,6 +44,19 @@ Outputs:
   ``rar_jax.data.examples.read_examples(path, "rar")``.
 - ``--failures_output`` (default ``<output>.failures.jsonl``): the records still invalid after
   the last attempt, with the reason of every attempt and the last reply.
+- ``<output>.stats.json``: the statistics the paper reports about its rubrics (criteria per
+  rubric, category shares; :func:`rar_jax.rubrics.stats.rubric_statistics`) of the valid
+  rubrics, and whether ``--require_reference`` was on (how many records it left out is logged).
+
+``--require_reference`` leaves out (and counts) the records without a reference answer, whether
+or not the reference is shown (``--use_reference``): a file generated with the reference then
+holds no rubric made without one, and the files with and without reference cover the same
+prompts (the paper's pool of about 3.5k HealthBench prompts: the ~84 % of the 4,000 training
+prompts that have an ideal completion; ``configs/paper/common.py``).
+
+``--stats`` generates nothing: it writes the statistics of the rubrics of ``--input`` (a JSONL of
+``--config.data.format`` records, or a built ``tfds:`` data set such as
+``tfds:rar_medicine:train``) to ``--output`` (JSON), for ``rar-tables --rubric_stats``.
 
 A rubric is a long reply: against a slow server (e.g. ``rar-serve-judge`` on CPU, which answers
 one request at a time) raise ``--config.judge.http.timeout_s`` (default 60 s per attempt) so
@@ -58,12 +71,16 @@ HealthBench training prompts (Tables 1-3; ``configs/paper/common.py``, ``rubric_
     rar-rubrics --config=configs/base.py --config.judge.backend=http \\
         --config.judge.http.base_url=https://api.openai.com/v1 \\
         --config.judge.http.model=gpt-4o --input=tfds:healthbench:train \\
-        --output=rubrics/healthbench_train.gpt4o.noref.jsonl --domain=medical --nouse_reference
+        --output=rubrics/healthbench_train.gpt4o.noref.jsonl --domain=medical --nouse_reference \\
+        --require_reference
+    rar-rubrics --stats --input=tfds:rar_medicine:train --output=rubric_stats/rar_medicine.json
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import pathlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -84,8 +101,10 @@ from rar_jax.judges.rubric_generation import (  # noqa: F401 - re-exported: the 
     rubric_record,
     validate_rubric,
 )
-from rar_jax.io import iter_jsonl, write_jsonl
+from rar_jax.io import iter_jsonl, write_json, write_jsonl
+from rar_jax.rubrics.readers import rubric_from_rar_record
 from rar_jax.rubrics.schema import RubricError
+from rar_jax.rubrics.stats import rubric_statistics
 
 TFDS_PREFIX = "tfds:"  # As rar_jax.data.sources.TFDS_PREFIX (imported lazily: tfds is slow).
 # Data-set record formats rar-rubrics reads from a TFDS input -> the record kind.
@@ -117,6 +136,12 @@ _DOMAIN = flags.DEFINE_enum(
 _USE_REFERENCE = flags.DEFINE_bool(
     "use_reference", True, "Show the reference answer to the generator when a record has one."
 )
+_REQUIRE_REFERENCE = flags.DEFINE_bool(
+    "require_reference", False, "Leave out (and count) records without a reference answer."
+)
+_STATS = flags.DEFINE_bool(
+    "stats", False, "Generate nothing: write the rubric statistics of --input to --output (JSON)."
+)
 _MAX_ATTEMPTS = flags.DEFINE_integer(
     "max_attempts", 3, "Attempts per question, the first included."
 )
@@ -142,30 +167,41 @@ def _collect(
     limit: int,
     max_errors: int,
     name: str,
+    require_reference: bool = False,
 ) -> list[Question]:
-    """Questions from ``(source, record, example_id or None)`` triples; errors gathered."""
-    questions, errors = [], []
+    """Questions from ``(source, record, example_id or None)`` triples; errors gathered; with
+    ``require_reference`` those without a reference answer are left out (and logged)."""
+    questions, errors, without_reference = [], [], 0
     for source, record, example_id in records:
         try:
-            questions.append(
-                question_from_record(
-                    record,
-                    source,
-                    use_reference=use_reference,
-                    input_format=input_format,
-                    example_id=example_id,
-                )
+            question = question_from_record(
+                record,
+                source,
+                use_reference=use_reference or require_reference,
+                input_format=input_format,
+                example_id=example_id,
             )
         except ValueError as error:
             errors.append(str(error))
+        else:
+            if require_reference and question.reference is None:
+                without_reference += 1
+                continue
+            if not use_reference:
+                question = dataclasses.replace(question, reference=None)
+            questions.append(question)
         if limit and len(questions) + len(errors) >= limit:
             break
     if errors:
         more = len(errors) - max_errors
         shown = errors[:max_errors] + ([f"... and {more} more bad records"] if more > 0 else [])
         raise RubricError("\n".join(shown))
+    if without_reference:
+        logging.warning("%s: %d records without a reference answer are left out "
+                        "(--require_reference)", name, without_reference)
     if not questions:
-        raise RubricError(f"{name}: no records")
+        raise RubricError(f"{name}: no records" + (" with a reference answer"
+                                                   if without_reference else ""))
     return questions
 
 
@@ -213,6 +249,7 @@ def read_questions(
     max_errors: int = 10,
     input_format: str = "auto",
     data_dir: str | None = None,
+    require_reference: bool = False,
 ) -> list[Question]:
     """Reads the question records of a JSONL file or a ``tfds:<name>[/<config>]:<split>`` set.
 
@@ -224,6 +261,7 @@ def read_questions(
         input_format: ``auto``, ``questions`` or ``healthbench`` (see the module docstring); a
             TFDS data set's records are of its format's kind.
         data_dir: the TFDS data directory (None: ``$TFDS_DATA_DIR``).
+        require_reference: leave out the records without a reference answer.
 
     Raises:
         RubricError listing the first ``max_errors`` bad records (file, line and field each).
@@ -240,7 +278,30 @@ def read_questions(
         limit=limit,
         max_errors=max_errors,
         name=name,
+        require_reference=require_reference,
     )
+
+
+def generated_statistics(questions: Sequence[Question]) -> dict[str, Any]:
+    """:func:`rubric_statistics` of the valid generated rubrics of ``questions``."""
+    rubrics = [rubric_from_rar_record({"rubric": q.items}, pitfall_polarity=None, source=q.source)
+               for q in questions if q.items is not None]
+    return rubric_statistics(rubrics) if rubrics else {"rubrics": 0}
+
+
+def data_statistics(config: Any, location: str) -> dict[str, Any]:
+    """:func:`rubric_statistics` of the rubrics of a data set (``--stats``): a JSONL of
+    ``config.data.format`` records or a built ``tfds:`` data set; examples without a rubric are
+    counted apart."""
+    from rar_jax.data.sources import load_examples
+
+    examples = load_examples(location, None if location.startswith(TFDS_PREFIX)
+                             else config.data.format, data_dir=config.data.tfds_data_dir or None)
+    rubrics = [example.rubric for example in examples if example.rubric is not None]
+    if not rubrics:
+        raise RubricError(f"{location}: no example has a rubric")
+    return {"data": location, **rubric_statistics(rubrics),
+            "examples_without_rubric": len(examples) - len(rubrics)}
 
 
 def main(argv: Sequence[str]) -> None:
@@ -258,6 +319,14 @@ def main(argv: Sequence[str]) -> None:
     if _TEMPERATURE.value < 0 or _RETRY_TEMPERATURE.value < 0:
         raise app.UsageError("--temperature and --retry_temperature must be >= 0")
     config = _CONFIG.value
+    if _STATS.value:
+        try:
+            statistics = data_statistics(config, _INPUT.value)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"rar-rubrics: {error}") from None
+        write_json(_OUTPUT.value, statistics)
+        print(json.dumps(statistics, indent=2))
+        return
     try:
         rar_config.validate(config)
         questions = read_questions(
@@ -266,6 +335,7 @@ def main(argv: Sequence[str]) -> None:
             limit=_LIMIT.value,
             input_format=_INPUT_FORMAT.value,
             data_dir=config.data.tfds_data_dir or None,
+            require_reference=_REQUIRE_REFERENCE.value,
         )
     except (OSError, ValueError) as error:
         raise SystemExit(f"rar-rubrics: {error}") from None
@@ -295,13 +365,17 @@ def main(argv: Sequence[str]) -> None:
     failed = [q for q in questions if q.items is None]
     write_jsonl(output, [rubric_record(q) for q in valid])
     write_jsonl(failures_path, [failure_record(q) for q in failed])
+    stats_path = output.with_name(output.name.removesuffix(".jsonl") + ".stats.json")
+    write_json(stats_path, {"data": str(output), **generated_statistics(questions),
+                            "require_reference": _REQUIRE_REFERENCE.value})
     first = sum(1 for q in valid if not q.reasons)
     print(
         f"rubrics for {len(questions)} questions: {len(valid)} valid ({first} on the first "
         f"attempt, {len(valid) - first} after retries), {len(failed)} failed after "
         f"{_MAX_ATTEMPTS.value} attempts"
     )
-    print(f"wrote {len(valid)} rubrics to {output} and {len(failed)} failures to {failures_path}")
+    print(f"wrote {len(valid)} rubrics to {output}, {len(failed)} failures to {failures_path} "
+          f"and their statistics to {stats_path}")
 
 
 def run() -> None:

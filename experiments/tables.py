@@ -17,6 +17,10 @@ below each table its runs: steps, first and last training reward, last held-out 
 ``<table>.png`` per table (bars: paper vs ours) and ``<table>_reward_curves.png`` (training
 reward of the table's runs against the step) when some run has metrics. The markdown is also
 printed. Scores are shown in percent like the paper's (ours: 100 x the evaluation's fraction).
+Where the paper printed one experiment in two rows (``paper_numbers.CANONICAL_RUNS``: Table 3's
+o3-mini with reference is Table 1's RaR-Implicit-Synthetic) both rows show the one run. With
+``--rubric_stats=<files>`` (``rar-rubrics``' statistics JSON) ``tables.md`` ends with the rubric
+statistics (criteria per rubric beside the paper's, category shares).
 
 Evaluation values read (first key found, at the top level, then under ``metrics``, then under
 ``summary``, where ``rar-eval`` puts them): HealthBench ``overall_score``, then ``score``; GPQA
@@ -44,13 +48,22 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from rar_jax import cli
-from rar_jax.eval.paper_numbers import METRICS, TABLES, PaperTable, table_runs  # noqa: E402
+from rar_jax.eval.paper_numbers import (  # noqa: E402
+    METRICS,
+    RUBRIC_STATISTICS,
+    TABLES,
+    PaperTable,
+    canonical_run,
+    table_runs,
+)
 from rar_jax.metrics import read_metrics  # noqa: E402
 
 _RUNS = flags.DEFINE_list("runs", [], "Run folders (comma-separated).")
 _RUNS_ROOT = flags.DEFINE_string("runs_root", "", "Folder to scan for run folders.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/paper/tables", "Where to write the tables.")
 _TABLES = flags.DEFINE_list("tables", list(TABLES), f"Tables to render, of {', '.join(TABLES)}.")
+_RUBRIC_STATS = flags.DEFINE_list(
+    "rubric_stats", [], "Rubric statistics files (rar-rubrics: <output>.stats.json or --stats).")
 
 MISSING = "-"
 # Keys tried, in order, for each metric of an evaluation file.
@@ -175,7 +188,7 @@ def _format_reward(value: float) -> str:
 def cell_value(table: PaperTable, row: int, column: int, runs: Mapping[str, RunResult]) -> float:
     """Our number for a cell (percent), NaN when its run or the run's evaluation is missing."""
     cell = table.rows[row].cells[column]
-    run = runs.get(cell.run) if cell.run else None
+    run = runs.get(canonical_run(cell.run)) if cell.run else None
     if run is None:
         return math.nan
     return run.metrics.get(table.columns[column].metric, math.nan)
@@ -197,7 +210,9 @@ def render_table(table: PaperTable, runs: Mapping[str, RunResult]) -> str:
                   "held-out reward | " + " | ".join(METRICS) + " |",
               "|" + "---|" * (6 + len(METRICS))]
     for name in table_runs(table):
-        run = runs.get(name)
+        run = runs.get(canonical_run(name))
+        if canonical_run(name) != name:  # The paper printed one experiment in two rows.
+            name = f"{name} (= {canonical_run(name)}, one experiment)"
         if run is None:
             missing = f" {MISSING} |" * (3 + len(METRICS))
             lines.append(f"| {name} | {MISSING} | not found |{missing}")
@@ -242,8 +257,8 @@ def plot_reward_curves(table: PaperTable, runs: Mapping[str, RunResult],
     """Training reward against the step for every run of the table that has one (PNG).
 
     Returns False (and writes nothing) when no run of the table has metrics."""
-    curves = [(name, runs[name].curve) for name in table_runs(table)
-              if name in runs and runs[name].curve]
+    names = dict.fromkeys(canonical_run(name) for name in table_runs(table))
+    curves = [(name, runs[name].curve) for name in names if name in runs and runs[name].curve]
     if not curves:
         return False
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=100)
@@ -261,8 +276,36 @@ def plot_reward_curves(table: PaperTable, runs: Mapping[str, RunResult],
     return True
 
 
+def render_rubric_statistics(files: Sequence[str | os.PathLike[str]]) -> str:
+    """The markdown table of rubric statistics: one row per file (``rar-rubrics``' statistics
+    JSON, named by its stem without ``.stats``), the paper's mean criteria per rubric beside
+    ours where it reports one (:data:`RUBRIC_STATISTICS`), then our category shares in percent.
+    A file without ``criteria_per_rubric`` and ``category_shares`` is a ValueError naming it."""
+    categories = ("essential", "important", "optional", "pitfall", "none")
+    lines = ["## Rubric statistics", "",
+             "Source: PAPER.md section 2 (the paper's means); ours from `rar-rubrics`.", "",
+             "| rubrics | count | criteria per rubric (paper) | criteria per rubric (ours) | "
+             + " | ".join(f"{category} %" for category in categories) + " |",
+             "|" + "---|" * (4 + len(categories))]
+    for file in files:
+        path = pathlib.Path(file)
+        values = json.loads(path.read_text())
+        try:
+            mean = float(values["criteria_per_rubric"]["mean"])
+            shares = [100.0 * float(values["category_shares"][key]) for key in categories]
+            count = int(values["rubrics"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path}: not a rubric statistics file (rar-rubrics): missing or bad "
+                             f"{error}") from None
+        name = path.name.removesuffix(".json").removesuffix(".stats")
+        lines.append(f"| {name} | {count} | {_format(RUBRIC_STATISTICS.get(name))} | "
+                     f"{mean:.1f} | " + " | ".join(f"{share:.1f}" for share in shares) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render(runs: Mapping[str, RunResult], output_dir: str | os.PathLike[str],
-           tables: Sequence[str] = tuple(TABLES)) -> str:
+           tables: Sequence[str] = tuple(TABLES),
+           rubric_stats: Sequence[str | os.PathLike[str]] = ()) -> str:
     """Writes ``tables.md`` and the figures of ``tables`` to ``output_dir``; returns the
     markdown."""
     unknown = [key for key in tables if key not in TABLES]
@@ -283,6 +326,8 @@ def render(runs: Mapping[str, RunResult], output_dir: str | os.PathLike[str],
         parts.append(render_table(table, runs))
         plot_table(table, runs, output_dir / f"{key}.png")
         plot_reward_curves(table, runs, output_dir / f"{key}_reward_curves.png")
+    if rubric_stats:
+        parts.append(render_rubric_statistics(rubric_stats))
     text = "\n".join(parts)
     (output_dir / "tables.md").write_text(text)
     return text
@@ -301,7 +346,7 @@ def main(argv: list[str]) -> None:
     if not paths:
         raise app.UsageError("give run folders with --runs=dir1,dir2 or a folder with --runs_root")
     runs = collect_runs(paths)
-    print(render(runs, _OUTPUT_DIR.value, _TABLES.value))
+    print(render(runs, _OUTPUT_DIR.value, _TABLES.value, _RUBRIC_STATS.value))
     print(f"Wrote {pathlib.Path(_OUTPUT_DIR.value) / 'tables.md'} and the figures.")
 
 

@@ -88,18 +88,18 @@ def rubric_chars(example: Example) -> int:
 def usable_examples(examples: list[Example], config: config_dict.ConfigDict, tokenizer: Any,
                     source: str) -> list[Example]:
     """The examples whose chat-formatted prompt fits ``rl.max_prompt_length`` tokens and whose
-    rubric text fits ``data.max_rubric_chars`` (0 = no limit); for ``reference_likert`` only
-    those with a reference answer. How many were left out and why is
-    logged; having none left is an error naming the source."""
+    rubric text fits ``data.max_rubric_chars`` (0 = no limit); for ``reference_likert`` (or with
+    ``data.require_reference``) only those with a reference answer. How many were left out and
+    why is logged; having none left is an error naming the source."""
     prompt_limit, rubric_limit = config.rl.max_prompt_length, config.data.max_rubric_chars
-    if config.reward.method == "reference_likert":
+    if config.reward.method == "reference_likert" or config.data.require_reference:
         # Reference-Likert needs a reference answer (HealthBench: ~16 % lack an ideal completion;
-        # RaR-Science: 9.5 % are empty).
+        # RaR-Science: 9.5 % are empty); data.require_reference gives every method that pool.
         missing = sum(example.reference is None for example in examples)
         if missing:
             logging.warning("%s: %d of %d examples have no reference answer, which "
-                            "reference_likert needs; they are left out", source, missing,
-                            len(examples))
+                            "reference_likert / data.require_reference need; they are left out",
+                            source, missing, len(examples))
             examples = [example for example in examples if example.reference is not None]
     kept, long_prompts, long_rubrics = [], 0, 0
     for example in examples:

@@ -17,6 +17,8 @@ import json
 import math
 import pathlib
 import runpy
+import subprocess
+import sys
 from typing import Any
 
 import jax
@@ -92,7 +94,10 @@ def test_full_variant_has_the_paper_setup(name):
     assert config.rl.max_sequence_length == 3584
     assert config.rl.max_prompt_length + config.rl.max_completion_length == 3584
     assert config.model.source.endswith("Qwen2.5-7B")
-    assert config.output_dir == f"runs/paper/{name}"
+    # A row the paper printed twice trains its canonical run (Table 3 o3-mini ref = Table 1).
+    assert config.output_dir == ("runs/paper/table1_synthetic" if name == "table3_o3_mini_ref"
+                                 else f"runs/paper/{name}")
+    assert config.judge.templates_dir == "paper"
     local_judges = {"qwen32b": ("Qwen2.5-32B-Instruct", 4), "qwen14b": ("Qwen2.5-14B-Instruct", 2),
                     "qwen7b": ("Qwen2.5-7B-Instruct", 2)}
     local = next((spec for key, spec in local_judges.items()
@@ -110,6 +115,9 @@ def test_full_variant_has_the_paper_setup(name):
                                                                            "table3_")
                          else "tfds:healthbench:oss_eval")
         assert expected_eval in (config.eval.healthbench_path, config.eval.gpqa_path)
+        # The paper's GPQA verifier is GPT-4o, whatever judge trained the policy.
+        assert config.eval.gpqa_verifier_model == ("gpt-4o" if name.startswith("science_")
+                                                   else "")
 
     method = config.reward.method
     if name.startswith(("medicine_", "science_")):
@@ -124,6 +132,9 @@ def test_full_variant_has_the_paper_setup(name):
         assert config.data.train_path == ("tfds:healthbench:train" if human
                                           else "rubrics/healthbench_train.o3_mini."
                                           f"{'noref' if 'noref' in name else 'ref'}.jsonl")
+        # One pool for every method: the ~3.4k training prompts with an ideal completion (the
+        # generated files are made from that pool with rar-rubrics --require_reference).
+        assert config.data.require_reference == human
     elif name.startswith("table2_"):
         assert method == "rar_implicit"
         assert config.rubric.ablation == {"essential_only": "essential_only",
@@ -136,6 +147,49 @@ def test_full_variant_has_the_paper_setup(name):
         assert config.data.format == "rar" and method == "rar_implicit"
     else:
         assert method == ("rar_implicit" if name.endswith("_implicit") else "direct_likert")
+    # Rows the paper reports with their own number although, as far as it says, their setup
+    # equals an earlier row's are second runs of it (docs/paper.md).
+    assert config.seed == (1 if name in ("table2_all", "table3_o3_mini_noref",
+                                         "table11_gpt4o_mini_implicit",
+                                         "table11_gpt4o_mini_direct_likert") else 0)
+
+
+def test_paper_table_rows_and_their_numbers():
+    """Every row of the table has its cells in paper_numbers, every trained cell has a row; a row
+    printed twice is one config; rows with their own numbers have their own configs."""
+    from rar_jax.eval.paper_numbers import CANONICAL_RUNS, TABLES
+
+    common = runpy.run_path(str(PAPER_DIR / "common.py"))
+    cells = {cell.run for table in TABLES.values() for row in table.rows for cell in row.cells}
+    untrained = set(common["EVALUATIONS"])
+    assert cells - {None} - untrained == set(common["EXPERIMENTS"])
+    assert common["EXPERIMENTS"]["table3_o3_mini_ref"].title == \
+        "Table 3 (v2): o3-mini, with reference"
+    assert CANONICAL_RUNS == {"table3_o3_mini_ref": "table1_synthetic"}
+    for variant in ("full", "rows96", "small"):
+        assert load_config("table3_o3_mini_ref", variant).to_dict() == \
+            load_config("table1_synthetic", variant).to_dict()
+    configs = {name: json.loads(load_config(name).to_json()) for name in NAMES}
+    distinct = {json.dumps(config, sort_keys=True) for config in configs.values()}
+    assert len(distinct) == len(NAMES) - len(CANONICAL_RUNS)
+    with pytest.raises(ValueError, match="no data 'science' with rubrics 'physician'"):
+        common["data_spec"]("science", "physician")
+
+
+def test_require_reference_gives_every_method_one_pool():
+    from rar_jax.data.examples import Example
+
+    class Tokens:
+        def encode_chat(self, messages):
+            return [1, 2, 3]
+
+    turn = ({"role": "user", "content": "q"},)
+    examples = [Example(turn, None, "ideal", "a"), Example(turn, None, None, "b")]
+    config = load_config("table1_direct_likert")
+    kept = train_lib.usable_examples(examples, config, Tokens(), "pool")
+    assert [example.example_id for example in kept] == ["a"]
+    config.data.require_reference = False
+    assert len(train_lib.usable_examples(examples, config, Tokens(), "pool")) == 2
 
 
 @pytest.mark.parametrize("name", ["medicine_rar_implicit", "table1_human_points"])
@@ -202,6 +256,7 @@ class Runner:
         config.rl.max_completion_length = 8
         config.optim.num_steps = 1
         config.train.eval_every = 0
+        config.seed = 0  # Rows that differ by their seed only train once here.
         config.checkpoint.async_save = False
         config.metrics.tensorboard = False
         return config
@@ -318,7 +373,35 @@ def test_the_untrained_rows_of_figure2_have_evaluation_configs(name):
                                         else "Qwen2.5-7B")
     assert config.eval.healthbench_path == "tfds:healthbench:oss_eval"
     assert (config.eval.gpqa_path, config.eval.gpqa_runs) == ("tfds:gpqa_diamond:test", 10)
+    assert config.eval.gpqa_verifier_model == "gpt-4o"
     assert config.judge.http.model == "gpt-4o-mini" and config.judge.templates_dir == "paper"
     small = module.get_config(f"{name}:small")
     rar_config.validate(small)
     assert small.model.source == "smollm2" and small.eval.limit == 5
+
+
+def test_the_gpqa_verifier_is_its_own_model(tmp_path):
+    """rar-eval gpqa asks eval.gpqa_verifier_model (gpt-4o) instead of the training judge (in a
+    subprocess: rar-eval's module defines absl flags that this process already has)."""
+    script = f"""
+import runpy, sys
+from rar_jax.experiments import eval as eval_cli
+from rar_jax.eval import gpqa_eval
+config = runpy.run_path({str(PAPER_DIR / "science_rar_implicit.py")!r})["get_config"]()
+config.eval.gpqa_path = "unused.csv"
+gpqa_eval.read_gpqa_items = lambda *args, **kwargs: []
+def load(config, needs_judge=True):
+    print("verifier", config.judge.http.model, needs_judge)
+    sys.exit(0)
+eval_cli.load_policy_and_judge = load
+eval_cli.run_gpqa(config, None)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=False, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "verifier gpt-4o True"
+    config = load_config("science_rar_implicit")
+    assert config.judge.http.model == "gpt-4o-mini"  # The training judge stays gpt-4o-mini.
+    config.judge.backend = "jax"
+    with pytest.raises(rar_config.ConfigError, match="eval.gpqa_verifier_model"):
+        rar_config.validate(config)

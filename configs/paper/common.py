@@ -1,7 +1,14 @@
-"""The paper's experiments as configs: shared hyper-parameters and one spec per experiment.
+"""The paper's experiments as configs: the paper's table as data, and the shared setup.
 
-Every file beside this one is a thin wrapper: ``get_config(variant)`` returns
-``experiment_config(<its name>, variant)``. Two variants:
+:data:`PAPER_TABLE` holds one row per experiment (its name, reward method, data, rubric source,
+judge and the options of ablations); every config is derived from its row by
+:func:`experiment_config`, and every file beside this one is a thin wrapper:
+``get_config(variant)`` returns ``experiment_config(<its name>, variant)``. The paper's numbers
+for each row are in ``rar_jax.eval.paper_numbers`` under the same name; where the paper printed
+one experiment in two rows (``paper_numbers.CANONICAL_RUNS``: Table 3's o3-mini with reference
+is Table 1's RaR-Implicit-Synthetic) the second row's config is the first's, writing to the first
+row's folder, and ``rar-tables`` shows that run in both rows. ``docs/paper.md`` lists every
+decision these configs take where the paper is silent. Three variants:
 
 - ``full`` (the default): the paper's setup (PAPER.md section 4). Policy Qwen2.5-7B (base) from
   the HF checkpoint directory in ``$RAR_POLICY_DIR`` (default ``checkpoints/Qwen2.5-7B``), GRPO
@@ -10,7 +17,8 @@ Every file beside this one is a thin wrapper: ``get_config(variant)`` returns
   a context of 3,584 tokens (prompt <= 1,024 + answer <= 2,560), 300 steps, judge gpt-4o-mini
   over an OpenAI-compatible HTTP API (``$RAR_JUDGE_URL``, default ``https://api.openai.com/v1``;
   key in ``$OPENAI_API_KEY``), Table 11's Qwen judges in-process on their own devices
-  (:data:`LOCAL_JUDGES`). Data from built TFDS data sets (``rar-build-dataset``:
+  (:data:`LOCAL_JUDGES`), the paper's prompts (``judge.templates_dir = "paper"``), GPQA's
+  verifier gpt-4o. Data from built TFDS data sets (``rar-build-dataset``:
   ``tfds:rar_medicine:train`` ...) and, for the rubric ablations, from JSONL files of generated
   rubrics in ``$RAR_RUBRICS_DIR`` (default ``rubrics``; see :func:`rubric_file`).
 - ``rows96``: ``full`` with the other reading of the paper's "batch 96": 6 prompts x 16 answers
@@ -26,7 +34,7 @@ Every file beside this one is a thin wrapper: ``get_config(variant)`` returns
 
 What the paper does not give (KL coefficient, clip range, loss aggregation, prompt template) is
 left at ``configs/base.py``'s defaults. Assumptions where the paper is silent are marked
-"assumed" in :data:`EXPERIMENTS`. Each run writes to ``runs/paper/<name>`` (``runs/paper_small/
+"assumed" in :data:`PAPER_TABLE`. Each run writes to ``runs/paper/<name>`` (``runs/paper_small/
 <name>`` for ``small``); ``rar-tables`` finds an experiment's run by that folder name.
 """
 
@@ -39,6 +47,7 @@ import pathlib
 from ml_collections import config_dict
 
 from rar_jax.config import base_config
+from rar_jax.eval.paper_numbers import CANONICAL_RUNS, TABLES
 from rar_jax.judges.prompts import PAPER_PROMPTS
 
 # Where the small variant's sample data lives: ../shared/data beside the repository root.
@@ -71,6 +80,8 @@ LOCAL_JUDGES = {
     "qwen14b": ("Qwen2.5-14B-Instruct", 2),
     "qwen7b": ("Qwen2.5-7B-Instruct", 2),
 }
+# The GPQA verifier of the paper (an answer without a boxed letter is judged by it).
+GPQA_VERIFIER = "gpt-4o"
 # Rubric generators of Table 3: name -> the model (for file names and documentation).
 RUBRIC_GENERATORS = {
     "gpt4o": "gpt-4o",
@@ -95,6 +106,8 @@ class DataSpec:
         small_eval_size: small variant: held-out prompts drawn from ``small_path``.
         pitfall_polarity: polarity of pitfalls without an item-level one (PAPER.md section 2:
             Medicine pitfalls describe failures, Science pitfalls what to avoid).
+        require_reference: train only on prompts with a reference answer
+            (``data.require_reference``): the HealthBench pool of Tables 1-3.
     """
 
     format: str
@@ -104,36 +117,42 @@ class DataSpec:
     small_path: str = ""
     small_eval_size: int = 1
     pitfall_polarity: str = "negative"
+    require_reference: bool = False
 
 
 def rubric_file(generator: str, with_reference: bool) -> str:
-    """The JSONL of rubrics generated for the HealthBench training prompts (``rar-rubrics``).
+    """The JSONL of rubrics generated for the HealthBench training pool (``rar-rubrics``).
 
     ``$RAR_RUBRICS_DIR/healthbench_train.<generator>.<ref|noref>.jsonl``: one RaR-format record
-    per ``tfds:healthbench:train`` prompt (HealthBench without HealthBench-1k) that got a valid
-    rubric: ``question`` = the HealthBench conversation (the trainer sees the same prompt as
-    with the physician rubrics), ``id`` = ``prompt_id``, ``example_tags``, the generated
-    ``rubric``; ``reference_answer`` = the ideal completion for ``ref`` files (where the prompt
-    has one), "" for ``noref`` files. Made once per file (seven files: ``o3_mini`` ``ref`` and
-    ``noref``, and ``noref`` for ``gpt4o``, ``gpt4o_mini``, ``qwen72b``, ``qwen32b``,
-    ``qwen7b``). First build the data set (once), then run ``rar-rubrics`` per file:
+    per prompt of the pool that got a valid rubric. The pool is the paper's "about 3.5k"
+    HealthBench training prompts: the ``tfds:healthbench:train`` prompts (HealthBench without
+    HealthBench-1k, 4,000) that have an ideal completion (about 84 %, some 3,400), so that
+    every Table 1-3 method, Reference-Likert included, trains on the same prompts and a ``ref``
+    file holds no rubric made without the reference (``--require_reference``). Record fields:
+    ``question`` = the HealthBench conversation (the trainer sees the same prompt as with the
+    physician rubrics), ``id`` = ``prompt_id``, ``example_tags``, the generated ``rubric``;
+    ``reference_answer`` = the ideal completion for ``ref`` files, "" for ``noref`` files. Made
+    once per file (seven files: ``o3_mini`` ``ref`` and ``noref``, and ``noref`` for ``gpt4o``,
+    ``gpt4o_mini``, ``qwen72b``, ``qwen32b``, ``qwen7b``). First build the data set (once),
+    then run ``rar-rubrics`` per file:
 
         rar-build-dataset --dataset=healthbench \\
             --manual_dir=<folder with simple-evals' HealthBench JSONL files> \\
             --data_dir=$TFDS_DATA_DIR
-        # Table 1 (synthetic), Table 2 (all rows), Table 3 (o3-mini with reference):
+        # Table 1 (synthetic) = Table 3 (o3-mini with reference), and Table 2:
         rar-rubrics --config=configs/base.py --config.judge.backend=http \\
             --config.judge.http.base_url=https://api.openai.com/v1 \\
             --config.judge.http.model=o3-mini --config.judge.http.reasoning_model=true \\
             --config.judge.http.timeout_s=300 --config.judge.http.cache_dir=cache/rubrics \\
-            --input=tfds:healthbench:train --domain=medical --use_reference --max_tokens=16384 \\
-            --output=$RAR_RUBRICS_DIR/healthbench_train.o3_mini.ref.jsonl
+            --config.judge.templates_dir=paper \\
+            --input=tfds:healthbench:train --domain=medical --use_reference --require_reference \\
+            --max_tokens=16384 --output=$RAR_RUBRICS_DIR/healthbench_train.o3_mini.ref.jsonl
         # Table 1 (synthetic, no reference) and Table 3 (no reference), generator <g>:
         rar-rubrics --config=configs/base.py --config.judge.backend=http \\
             --config.judge.http.base_url=<API of the generator> \\
             --config.judge.http.model=<RUBRIC_GENERATORS[<g>]> --config.judge.http.timeout_s=300 \\
-            --config.judge.http.cache_dir=cache/rubrics \\
-            --input=tfds:healthbench:train --domain=medical --nouse_reference \\
+            --config.judge.http.cache_dir=cache/rubrics --config.judge.templates_dir=paper \\
+            --input=tfds:healthbench:train --domain=medical --nouse_reference --require_reference \\
             --output=$RAR_RUBRICS_DIR/healthbench_train.<g>.noref.jsonl
 
     with ``<g>`` each of ``o3_mini``, ``gpt4o``, ``gpt4o_mini`` (``https://api.openai.com/v1``,
@@ -143,7 +162,8 @@ def rubric_file(generator: str, with_reference: bool) -> str:
     vLLM, or ``rar-serve-judge``). ``$TFDS_DATA_DIR``
     (or ``--config.data.tfds_data_dir``) must be where the data set was built. Prompts still
     without a valid rubric after ``--max_attempts`` go to ``<file>.failures.jsonl``, not into
-    training. A JSONL of HealthBench records works as ``--input`` too.
+    training; the rubric statistics go to ``<file>.stats.json`` (for ``rar-tables
+    --rubric_stats``). A JSONL of HealthBench records works as ``--input`` too.
     """
     if generator not in RUBRIC_GENERATORS:
         raise ValueError(f"unknown rubric generator {generator!r}; expected one of "
@@ -161,98 +181,151 @@ SCIENCE = DataSpec(
     format="rar", train_path="tfds:rar_science:train", eval_path="tfds:rar_science:val[:192]",
     small_path="rar_samples/rar_science_sample3.jsonl", pitfall_polarity="positive",
 )
-# HealthBench without HealthBench-1k (about 4,000 prompts; the paper's ~3.5k), physician rubrics.
+# HealthBench without HealthBench-1k, the prompts with an ideal completion (the paper's ~3.5k
+# pool, see rubric_file), physician rubrics.
 HEALTHBENCH_HUMAN = DataSpec(
     format="healthbench", train_path="tfds:healthbench:train", eval_size=96,
-    small_path="healthbench/oss_eval_first100.jsonl", small_eval_size=2,
+    small_path="healthbench/oss_eval_first100.jsonl", small_eval_size=2, require_reference=True,
 )
 
 
 def healthbench_synthetic(generator: str, with_reference: bool) -> DataSpec:
-    """HealthBench training prompts with generated rubrics (Tables 1-3). The small variant reads
-    the RaR-Medicine samples instead: the same record layout as ``rar-rubrics``' output."""
+    """The HealthBench pool with generated rubrics (Tables 1-3; the file holds the pool only).
+    The small variant reads the RaR-Medicine samples instead: the same record layout as
+    ``rar-rubrics``' output."""
     return DataSpec(
         format="rar", train_path=rubric_file(generator, with_reference), eval_size=96,
         small_path="rar_samples/rar_medicine_sample3.jsonl", pitfall_polarity="negative",
     )
 
 
+def data_spec(data: str, rubrics: str) -> DataSpec:
+    """The training data of a row of :data:`PAPER_TABLE`.
+
+    Args:
+        data: ``medicine`` / ``science`` (RaR-Medicine / RaR-Science) or ``healthbench`` (the
+            pool of Tables 1-3).
+        rubrics: ``released`` (RaR's released rubrics), ``physician`` (HealthBench's), or
+            ``<generator>.<ref|noref>`` (a :func:`rubric_file` of the HealthBench pool).
+    """
+    if data in ("medicine", "science") and rubrics == "released":
+        return MEDICINE if data == "medicine" else SCIENCE
+    if data == "healthbench" and rubrics == "physician":
+        return HEALTHBENCH_HUMAN
+    generator, _, reference = rubrics.partition(".")
+    if data == "healthbench" and generator in RUBRIC_GENERATORS and reference in ("ref", "noref"):
+        return healthbench_synthetic(generator, reference == "ref")
+    raise ValueError(f"paper table: no data {data!r} with rubrics {rubrics!r}")
+
+
+def paper_row_title(name: str) -> str:
+    """"<source>: <row label> (<column>)" of the cells of ``rar-tables`` that run ``name`` fills
+    (rar_jax.eval.paper_numbers), joined by "; "."""
+    titles = [f"{table.source.split(';')[0]}: {row.label}"
+              + (f" ({table.columns[index].header})" if len(table.columns) > 1 else "")
+              for table in TABLES.values() for row in table.rows
+              for index, cell in enumerate(row.cells) if cell.run == name]
+    if not titles:
+        raise ValueError(f"paper table: run {name!r} fills no cell of rar_jax.eval.paper_numbers")
+    return "; ".join(titles)
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """One training run of the paper.
+    """One row of the paper: a training run and what it reproduces.
 
     Attributes:
-        title: what it is, with the table and row it reproduces.
-        data: its training data.
+        name: the run (its config ``configs/paper/<name>.py``, its folder ``runs/paper/<name>``,
+            its cells in ``rar_jax.eval.paper_numbers``).
         method: ``reward.method``.
+        data: ``medicine``, ``science`` or ``healthbench`` (:func:`data_spec`).
+        rubrics: ``released``, ``physician`` or ``<generator>.<ref|noref>`` (:func:`data_spec`).
         judge: a key of :data:`JUDGE_MODELS` (full variant).
         ablation: ``rubric.ablation`` (Table 2).
         show_labels: show category labels and weights to the implicit judge (Table 2).
+        seed: ``seed``: 1 for a row the paper reports with its own number although its setup,
+            as far as the paper says, equals an earlier row's (a second run of it).
     """
 
-    title: str
-    data: DataSpec
+    name: str
     method: str
+    data: str
+    rubrics: str
     judge: str = "gpt4o_mini"
     ablation: str = "all"
     show_labels: bool = True
+    seed: int = 0
+
+    @property
+    def title(self) -> str:
+        """Its table, row and column in the paper."""
+        return paper_row_title(self.name)
+
+    @property
+    def same_as(self) -> str | None:
+        """The run reproducing this row when the paper printed one experiment in two rows."""
+        return CANONICAL_RUNS.get(self.name)
+
+    @property
+    def data_spec(self) -> DataSpec:
+        """Its training data."""
+        return data_spec(self.data, self.rubrics)
 
 
-MAIN_METHODS = (
-    "direct_likert", "reference_likert", "rar_predefined", "rar_explicit", "rar_implicit"
+# The paper's experiments, one row each; the paper's numbers are in rar_jax.eval.paper_numbers
+# (by name), the canonical run of a row printed twice in its CANONICAL_RUNS. A new experiment is
+# one row here, its config file (a copy of any wrapper beside this file) and its cell there.
+# Table 1's Expert-Answer-SFT is not a GRPO run (method "sft", the SFT helper's config).
+PAPER_TABLE: tuple[Experiment, ...] = (
+    # Figure 2: the five rewards on RaR-Medicine (HealthBench) and RaR-Science (GPQA-Diamond).
+    Experiment("medicine_direct_likert", "direct_likert", "medicine", "released"),
+    Experiment("medicine_reference_likert", "reference_likert", "medicine", "released"),
+    Experiment("medicine_rar_predefined", "rar_predefined", "medicine", "released"),
+    Experiment("medicine_rar_explicit", "rar_explicit", "medicine", "released"),
+    Experiment("medicine_rar_implicit", "rar_implicit", "medicine", "released"),
+    Experiment("science_direct_likert", "direct_likert", "science", "released"),
+    Experiment("science_reference_likert", "reference_likert", "science", "released"),
+    Experiment("science_rar_predefined", "rar_predefined", "science", "released"),
+    Experiment("science_rar_explicit", "rar_explicit", "science", "released"),
+    Experiment("science_rar_implicit", "rar_implicit", "science", "released"),
+    # Table 1: the HealthBench pool, human vs synthetic rubrics (HealthBench-1k).
+    Experiment("table1_direct_likert", "direct_likert", "healthbench", "physician"),
+    Experiment("table1_reference_likert", "reference_likert", "healthbench", "physician"),
+    Experiment("table1_human", "rar_implicit", "healthbench", "physician"),
+    Experiment("table1_human_points", "healthbench_points", "healthbench", "physician"),
+    Experiment("table1_synthetic", "rar_implicit", "healthbench", "o3_mini.ref"),
+    Experiment("table1_synthetic_noref", "rar_implicit", "healthbench", "o3_mini.noref"),
+    # Table 2: rubric design (generator assumed o3-mini with reference, as Table 1's synthetic).
+    Experiment("table2_essential_only", "rar_implicit", "healthbench", "o3_mini.ref",
+               ablation="essential_only"),
+    Experiment("table2_no_labels", "rar_implicit", "healthbench", "o3_mini.ref",
+               show_labels=False),
+    Experiment("table2_no_pitfalls", "rar_implicit", "healthbench", "o3_mini.ref",
+               ablation="no_pitfalls"),
+    Experiment("table2_all", "rar_implicit", "healthbench", "o3_mini.ref", seed=1),
+    # Table 3: the rubric generator (without reference; o3-mini also with it).
+    Experiment("table3_gpt4o_noref", "rar_implicit", "healthbench", "gpt4o.noref"),
+    Experiment("table3_gpt4o_mini_noref", "rar_implicit", "healthbench", "gpt4o_mini.noref"),
+    Experiment("table3_o3_mini_noref", "rar_implicit", "healthbench", "o3_mini.noref", seed=1),
+    Experiment("table3_qwen72b_noref", "rar_implicit", "healthbench", "qwen72b.noref"),
+    Experiment("table3_qwen32b_noref", "rar_implicit", "healthbench", "qwen32b.noref"),
+    Experiment("table3_qwen7b_noref", "rar_implicit", "healthbench", "qwen7b.noref"),
+    Experiment("table3_o3_mini_ref", "rar_implicit", "healthbench", "o3_mini.ref"),
+    # Table 11: the judge (training data assumed RaR-Medicine; PAPER.md does not say).
+    Experiment("table11_gpt4o_mini_implicit", "rar_implicit", "medicine", "released", seed=1),
+    Experiment("table11_gpt4o_mini_direct_likert", "direct_likert", "medicine", "released",
+               seed=1),
+    Experiment("table11_qwen32b_implicit", "rar_implicit", "medicine", "released", "qwen32b"),
+    Experiment("table11_qwen32b_direct_likert", "direct_likert", "medicine", "released",
+               "qwen32b"),
+    Experiment("table11_qwen14b_implicit", "rar_implicit", "medicine", "released", "qwen14b"),
+    Experiment("table11_qwen14b_direct_likert", "direct_likert", "medicine", "released",
+               "qwen14b"),
+    Experiment("table11_qwen7b_implicit", "rar_implicit", "medicine", "released", "qwen7b"),
+    Experiment("table11_qwen7b_direct_likert", "direct_likert", "medicine", "released",
+               "qwen7b"),
 )
-
-EXPERIMENTS: dict[str, Experiment] = {}
-for _domain, _data in (("medicine", MEDICINE), ("science", SCIENCE)):
-    for _method in MAIN_METHODS:
-        EXPERIMENTS[f"{_domain}_{_method}"] = Experiment(
-            f"Figure 2: {_method} on RaR-{_domain.capitalize()}", _data, _method
-        )
-EXPERIMENTS.update({
-    "table1_direct_likert": Experiment(
-        "Table 1: Simple-Likert on HealthBench", HEALTHBENCH_HUMAN, "direct_likert"),
-    "table1_reference_likert": Experiment(
-        "Table 1: Reference-Likert on HealthBench", HEALTHBENCH_HUMAN, "reference_likert"),
-    "table1_human": Experiment(
-        "Table 1: RaR-Implicit with the physician rubrics", HEALTHBENCH_HUMAN, "rar_implicit"),
-    "table1_human_points": Experiment(
-        "Table 1 (extra row): HealthBench points over the physician rubrics, judged criterion "
-        "by criterion", HEALTHBENCH_HUMAN, "healthbench_points"),
-    # Table 3's o3-mini-with-reference row has Table 1's synthetic number (35.9): same run.
-    "table1_synthetic": Experiment(
-        "Table 1: RaR-Implicit with synthetic rubrics (o3-mini, with reference)",
-        healthbench_synthetic("o3_mini", True), "rar_implicit"),
-    "table1_synthetic_noref": Experiment(
-        "Table 1: RaR-Implicit with synthetic rubrics generated without reference (o3-mini)",
-        healthbench_synthetic("o3_mini", False), "rar_implicit"),
-})
-# Table 2: rubric design, implicit judge; generator assumed o3-mini with reference.
-_TABLE2_DATA = healthbench_synthetic("o3_mini", True)
-EXPERIMENTS.update({
-    "table2_essential_only": Experiment(
-        "Table 2: essential criteria only", _TABLE2_DATA, "rar_implicit",
-        ablation="essential_only"),
-    "table2_no_labels": Experiment(
-        "Table 2: no category labels (nor weights) shown to the judge", _TABLE2_DATA,
-        "rar_implicit", show_labels=False),
-    "table2_no_pitfalls": Experiment(
-        "Table 2: pitfall criteria removed", _TABLE2_DATA, "rar_implicit", ablation="no_pitfalls"),
-    "table2_all": Experiment("Table 2: all criteria", _TABLE2_DATA, "rar_implicit"),
-})
-# Table 3: which model generated the rubrics (without reference, plus o3-mini with reference).
-for _generator in RUBRIC_GENERATORS:
-    EXPERIMENTS[f"table3_{_generator}_noref"] = Experiment(
-        f"Table 3: rubrics by {RUBRIC_GENERATORS[_generator]} without reference",
-        healthbench_synthetic(_generator, False), "rar_implicit")
-EXPERIMENTS["table3_o3_mini_ref"] = Experiment(
-    "Table 3: rubrics by o3-mini with reference", healthbench_synthetic("o3_mini", True),
-    "rar_implicit")
-# Table 11: judge size; training data assumed RaR-Medicine (PAPER.md does not say).
-for _judge in JUDGE_MODELS:
-    for _method, _label in (("rar_implicit", "implicit"), ("direct_likert", "direct_likert")):
-        EXPERIMENTS[f"table11_{_judge}_{_label}"] = Experiment(
-            f"Table 11: {_method} with judge {JUDGE_MODELS[_judge]}", MEDICINE, _method,
-            judge=_judge)
+EXPERIMENTS: dict[str, Experiment] = {experiment.name: experiment for experiment in PAPER_TABLE}
 
 
 def paper_hyperparameters(config: config_dict.ConfigDict) -> None:
@@ -316,33 +389,36 @@ def experiment_config(name: str, variant: str = "full") -> config_dict.ConfigDic
         raise ValueError(f"configs/paper/{name}.py: unknown variant {variant!r}; expected "
                          f"{' or '.join(VARIANTS)} (--config=configs/paper/{name}.py:small)")
     experiment = EXPERIMENTS[name]
-    data = experiment.data
+    data = experiment.data_spec
     config = base_config()
+    config.seed = experiment.seed
     config.data.format = data.format
+    config.data.require_reference = data.require_reference
     config.rubric.pitfall_polarity = data.pitfall_polarity
     config.rubric.ablation = experiment.ablation
     config.judge.show_categories = experiment.show_labels
     config.judge.show_weights = experiment.show_labels
     config.reward.method = experiment.method
     config.judge.templates_dir = PAPER_PROMPTS  # The paper's appendix prompts (docs/paper.md).
+    run = experiment.same_as or name  # A row the paper printed twice trains its canonical run.
     if variant in ("full", "rows96"):
         paper_hyperparameters(config)
         set_judge(config, experiment.judge)
         config.data.train_path = data.train_path
         config.data.eval_path = data.eval_path
         config.data.eval_size = data.eval_size
-        config.output_dir = f"runs/paper/{name}"
+        config.output_dir = f"runs/paper/{run}"
         if variant == "rows96":
             config.rl.prompts_per_step = ROWS96_PROMPTS_PER_STEP
-            config.output_dir = f"runs/paper_rows96/{name}"
+            config.output_dir = f"runs/paper_rows96/{run}"
     else:
         small_hyperparameters(config)
         config.data.train_path = str(SHARED_DATA / data.small_path)
         config.data.eval_size = data.small_eval_size
         if data.format == "healthbench":
             config.data.max_rubric_chars = 1200  # Short physician rubrics: one judge read each.
-        config.output_dir = f"runs/paper_small/{name}"
-    set_evaluation(config, name, variant)
+        config.output_dir = f"runs/paper_small/{run}"
+    set_evaluation(config, run, variant)
     return config
 
 
@@ -375,8 +451,7 @@ def evaluation_config(name: str, variant: str = "full") -> config_dict.ConfigDic
             pathlib.Path(os.environ.get("RAR_CHECKPOINTS_DIR", "checkpoints")) / EVALUATIONS[name])
     config.output_dir = f"runs/paper/{name}"
     set_evaluation(config, name, variant)
-    config.eval.gpqa_path = "tfds:gpqa_diamond:test"  # Both benchmarks of Figure 2.
-    config.eval.gpqa_runs = 10
+    set_gpqa(config.eval)  # Both benchmarks of Figure 2.
     return config
 
 
@@ -389,6 +464,14 @@ def set_judge(config: config_dict.ConfigDict, judge: str) -> None:
         config.judge.model_source = str(
             pathlib.Path(os.environ.get("RAR_CHECKPOINTS_DIR", "checkpoints")) / directory)
         config.judge.devices = devices
+
+
+def set_gpqa(evaluation: config_dict.ConfigDict) -> None:
+    """GPQA-Diamond as the paper evaluates it: 10 runs, the GPT-4o Yes/No verifier for answers
+    without a boxed letter (over the judge's HTTP API)."""
+    evaluation.gpqa_path = "tfds:gpqa_diamond:test"
+    evaluation.gpqa_runs = 10
+    evaluation.gpqa_verifier_model = GPQA_VERIFIER
 
 
 def set_evaluation(config: config_dict.ConfigDict, name: str, variant: str) -> None:
@@ -409,8 +492,7 @@ def set_evaluation(config: config_dict.ConfigDict, name: str, variant: str) -> N
                 SHARED_DATA / "healthbench" / "oss_eval_first100.jsonl")
         return
     if name.startswith("science_"):
-        evaluation.gpqa_path = "tfds:gpqa_diamond:test"
-        evaluation.gpqa_runs = 10
+        set_gpqa(evaluation)
     elif name.startswith(("table1_", "table2_", "table3_")):
         evaluation.healthbench_path = "tfds:healthbench:healthbench_1k"
     else:

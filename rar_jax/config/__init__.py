@@ -235,6 +235,12 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
             "explanation before the verdict; use eval.grader_prompt='rar_jax' (verdict first)",
         )
     need(evaluation.grader_max_resamples >= 0, "eval.grader_max_resamples", "must be >= 0")
+    need(
+        not evaluation.gpqa_verifier_model or config.judge.backend == "http",
+        "eval.gpqa_verifier_model",
+        f"is {evaluation.gpqa_verifier_model!r} but judge.backend is "
+        f"{config.judge.backend!r}; a verifier model is an HTTP model name (judge.backend=http)",
+    )
 
     data = config.data
     need(data.train_limit >= 0, "data.train_limit", "must be >= 0 (0 = all)")

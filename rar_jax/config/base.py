@@ -33,6 +33,7 @@ def get_config() -> config_dict.ConfigDict:
     config.data.max_rubric_chars = 0  # Leave out examples whose criteria texts are longer (judge cost); 0 = no limit.
     config.data.tfds_data_dir = ""  # Where rar-build-dataset wrote the TFDS data sets; "" = $TFDS_DATA_DIR.
     config.data.eval_size = 0  # Held-out records taken (seeded) from train_path when eval_path is "".
+    config.data.require_reference = False  # Leave out (and count) examples without a reference answer: one pool for every method (paper configs, Tables 1-3).
 
     # --- Policy model (rar_jax.models) -----------------------------------------------------------
     config.model = config_dict.ConfigDict()
@@ -174,6 +175,7 @@ def get_config() -> config_dict.ConfigDict:
     config.eval.limit = 0  # Evaluate the first N prompts / questions; 0 = all.
     config.eval.gpqa_runs = 10  # GPQA runs, each with its own seeded choice order (the paper: mean of 10).
     config.eval.gpqa_verifier = True  # Ask the judge's Yes/No verifier when an answer has no letter; False = count it wrong.
+    config.eval.gpqa_verifier_model = ""  # judge.http.model of the GPQA verifier (the paper: gpt-4o); "" = the judge's own model. Needs judge.backend=http.
     config.eval.max_new_tokens = 1024  # Most tokens of a policy answer (greedy decoding).
     config.eval.batch_size = 8  # Prompts per policy generate call.
     config.eval.grader_max_tokens = 256  # Most tokens of a grader / verifier reply (HealthBench's grader explains first).

@@ -7,13 +7,29 @@ untrained checkpoints, not GRPO runs: their run folders are ``qwen2.5_7b_base`` 
 ``qwen2.5_7b_instruct`` (a folder holding ``healthbench_eval.json`` / ``gpqa_eval.json`` from
 ``rar-eval``). Rows without a run (``run=None``: Table 1's SFT baseline) keep the paper's
 number only. All numbers are percentages, as printed in the paper.
+
+Where the paper ran one experiment and printed it in two tables (the same number in both),
+:data:`CANONICAL_RUNS` maps the second row's run name to the run that reproduces both:
+``rar-tables`` shows that run in both rows, and the second row's config writes to the canonical
+run's folder (``configs/paper/common.py``), so the experiment is trained once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["Cell", "Column", "PaperTable", "Row", "TABLES", "METRICS", "table_runs"]
+__all__ = [
+    "CANONICAL_RUNS",
+    "Cell",
+    "Column",
+    "PaperTable",
+    "RUBRIC_STATISTICS",
+    "Row",
+    "TABLES",
+    "METRICS",
+    "canonical_run",
+    "table_runs",
+]
 
 # What a column measures: metric -> (file written by rar-eval, what it is).
 METRICS: dict[str, tuple[str, str]] = {
@@ -169,6 +185,23 @@ TABLE11 = PaperTable(
 )
 
 TABLES: dict[str, PaperTable] = {t.key: t for t in (FIGURE2, TABLE1, TABLE2, TABLE3, TABLE11)}
+
+# One experiment printed in two rows: run name -> the run that reproduces both. Table 3's
+# "o3-mini, with reference" is Table 1's RaR-Implicit-Synthetic (35.9 in both: rubrics by o3-mini
+# with the reference, implicit judge, HealthBench pool). Rows whose numbers differ (Table 2's
+# "all criteria" 37.2, Table 3's o3-mini without reference 32.4 vs Table 1's 32.0, Table 11's
+# gpt-4o-mini vs Figure 2) are separate runs.
+CANONICAL_RUNS: dict[str, str] = {"table3_o3_mini_ref": "table1_synthetic"}
+
+# Rubric statistics the paper reports for its data sets (PAPER.md section 2): name -> mean
+# criteria per rubric (the paper reports no category shares). ``rar-tables --rubric_stats`` shows
+# them beside the statistics file of the same stem (``rar-rubrics --stats``: ``rar_medicine.json``).
+RUBRIC_STATISTICS: dict[str, float] = {"rar_medicine": 9.6, "rar_science": 7.5}
+
+
+def canonical_run(name: str) -> str:
+    """The run that reproduces ``name``'s number: itself, or its :data:`CANONICAL_RUNS` entry."""
+    return CANONICAL_RUNS.get(name, name)
 
 
 def table_runs(table: PaperTable) -> list[str]:

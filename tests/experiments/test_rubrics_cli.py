@@ -477,3 +477,44 @@ def test_record_kinds_and_question_forms():
     with pytest.raises(ValueError, match="input_format: expected one of auto, questions"):
         question_from_record({"prompt": "Why?"}, "q.jsonl:1", use_reference=True,
                              input_format="csv")
+
+
+def test_require_reference_pool_and_rubric_statistics(server, shared_data, tmp_path):
+    """--require_reference leaves out the records without an ideal completion even when the
+    reference is not shown (one pool for the ref and noref files); the statistics of the written
+    rubrics go beside them, and --stats computes the same from the file."""
+    records = healthbench_records(shared_data)
+    server.replies = replies_by_last_turn(records)
+    output = tmp_path / "healthbench_train.fake.noref.jsonl"
+    process = run_experiment(
+        "rubrics.py", f"--input={shared_data / HEALTHBENCH_FILE}", f"--output={output}",
+        f"--limit={HEALTHBENCH_LIMIT}", "--config.judge.backend=http",
+        f"--config.judge.http.base_url={server.base_url}", "--config.judge.http.max_attempts=1",
+        "--config.judge.http.progress_min_requests=0", "--max_attempts=1",
+        "--nouse_reference", "--require_reference", cwd=tmp_path, timeout=300,
+    )
+    assert process.returncode == 0, process.stderr
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    with_ideal = [r["prompt_id"] for r in records if r["ideal_completions_data"] is not None]
+    assert [out["id"] for out in written] == with_ideal  # Records 1 and 3 of the 4.
+    assert all(out["rubric_with_reference"] is False for out in written)
+    assert "2 records without a reference answer are left out" in process.stderr
+    assert all("<reference_answer>" not in r.body["messages"][-1]["content"]
+               for r in server.requests)
+
+    # Each reply has 7 items: 1 essential, 2 important, 2 optional, 2 pitfalls.
+    stats = json.loads((tmp_path / "healthbench_train.fake.noref.stats.json").read_text())
+    assert stats["rubrics"] == 2 and stats["criteria"] == 14
+    assert stats["criteria_per_rubric"] == {"mean": 7.0, "std": 0.0, "min": 7, "max": 7}
+    assert stats["category_shares"] == pytest.approx(
+        {"essential": 1 / 7, "important": 2 / 7, "optional": 2 / 7, "pitfall": 2 / 7, "none": 0})
+    assert stats["require_reference"] is True
+
+    again = tmp_path / "again.json"
+    process = run_experiment("rubrics.py", "--stats", f"--input={output}", f"--output={again}",
+                             "--config.data.format=rar", cwd=tmp_path, timeout=300)
+    assert process.returncode == 0, process.stderr
+    recomputed = json.loads(again.read_text())
+    assert recomputed["criteria_per_rubric"] == stats["criteria_per_rubric"]
+    assert recomputed["category_shares"] == pytest.approx(stats["category_shares"])
+    assert recomputed["examples_without_rubric"] == 0

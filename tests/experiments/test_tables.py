@@ -167,3 +167,40 @@ def test_cli(runs_root, tmp_path):
     assert sorted(p.name for p in out.glob("*.png")) == [
         "figure2.png", "figure2_reward_curves.png", "table11.png", "table11_reward_curves.png"]
     assert "Table 1 " not in (out / "tables.md").read_text()
+
+
+def test_one_experiment_printed_twice_is_one_run_in_both_rows(tmp_path):
+    """Table 3's "o3-mini, with reference" is Table 1's RaR-Implicit-Synthetic: one run."""
+    write_run(tmp_path, "table1_synthetic", "rar_implicit", [0.3, 0.4],
+              {"healthbench_eval.json": {"overall_score": 0.362}})
+    text = tables.render(tables.collect_runs(tables.find_runs(tmp_path)), tmp_path / "out",
+                         ("table1", "table3"))
+    assert table_rows(text, paper_numbers.TABLE1.title)["RaR-Implicit-Synthetic"] == \
+        ["35.9", "36.2"]
+    assert table_rows(text, paper_numbers.TABLE3.title)["o3-mini, with reference"] == \
+        ["35.9", "36.2"]
+    assert table_rows(text, paper_numbers.TABLE3.title)["o3-mini"] == ["32.4", "-"]
+    assert ("| table3_o3_mini_ref (= table1_synthetic, one experiment) | rar_implicit | 2 | "
+            "0.300 | 0.400 | 0.500 | 36.2 | - |") in text
+    assert (tmp_path / "out" / "table3_reward_curves.png").is_file()  # The shared run's curve.
+
+
+def test_rubric_statistics_beside_the_papers(tmp_path):
+    medicine = tmp_path / "rar_medicine.json"
+    medicine.write_text(json.dumps({
+        "rubrics": 3, "criteria": 30, "criteria_per_rubric": {"mean": 10.0},
+        "category_shares": {"essential": 0.25, "important": 0.25, "optional": 0.125,
+                            "pitfall": 0.375, "none": 0.0}}))
+    generated = tmp_path / "healthbench_train.gpt4o.noref.stats.json"
+    generated.write_text(json.dumps({
+        "rubrics": 2, "criteria": 17, "criteria_per_rubric": {"mean": 8.5},
+        "category_shares": {"essential": 0.5, "important": 0.5, "optional": 0.0,
+                            "pitfall": 0.0, "none": 0.0}}))
+    text = tables.render({}, tmp_path / "out", ("table1",), [medicine, generated])
+    assert "| rar_medicine | 3 | 9.6 | 10.0 | 25.0 | 25.0 | 12.5 | 37.5 | 0.0 |" in text
+    assert "| healthbench_train.gpt4o.noref | 2 | - | 8.5 | 50.0 | 50.0 | 0.0 | 0.0 | 0.0 |" \
+        in text
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rubrics": 1}))
+    with pytest.raises(ValueError, match="bad.json: not a rubric statistics file"):
+        tables.render_rubric_statistics([bad])
