@@ -66,6 +66,7 @@ CONSOLE_SCRIPTS = [
     "rar-rubrics=rar_jax.experiments.rubrics:run",
     "rar-score-healthbench=rar_jax.experiments.score_healthbench:run",
     "rar-serve-judge=rar_jax.experiments.serve_judge:run",
+    "rar-sft=rar_jax.experiments.sft:run",
     "rar-tables=rar_jax.experiments.tables:run",
     "rar-train=rar_jax.experiments.train:run",
 ]

@@ -91,7 +91,8 @@ class RunResult:
         reward_first, reward_last: mean training reward of the first and last step (NaN: none).
         eval_reward: the last held-out (greedy) reward during training, NaN if none.
         curve: (step, mean training reward) of every step in metrics.jsonl.
-        method: ``reward.method`` of its config.json, "" without one.
+        method: ``reward.method`` of its config.json ("sft" for a ``rar-sft`` run), "" without
+            one.
     """
 
     name: str
@@ -139,6 +140,7 @@ def read_run(path: str | os.PathLike[str]) -> RunResult:
             metrics[metric] = evaluation_score(json.loads(file.read_text()), metric, str(file))
     steps, first, last, eval_reward = None, math.nan, math.nan, math.nan
     summary_file = path / "summary.json"
+    summary: dict[str, Any] = {}
     if summary_file.is_file():
         summary = json.loads(summary_file.read_text())
         steps = int(summary["steps"])
@@ -153,6 +155,8 @@ def read_run(path: str | os.PathLike[str]) -> RunResult:
     method = ""
     if (path / "config.json").is_file():
         method = json.loads((path / "config.json").read_text()).get("reward", {}).get("method", "")
+    if "loss_first" in summary:  # rar-sft's run: no reward method, no reward curve.
+        method = "sft"
     return RunResult(path.name, path, metrics, steps, first, last, eval_reward, curve, method)
 
 

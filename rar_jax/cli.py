@@ -15,19 +15,25 @@ Each script in ``experiments/`` ends with ``cli.run(main, __name__)``. Then
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import pathlib
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
+import jax
 from absl import app, flags
+from absl import logging as absl_logging
 
+from rar_jax import config as rar_config
 from rar_jax.config import ConfigError
 from rar_jax.data.builders.base import MalformedRowError
 from rar_jax.errors import UserError
 from rar_jax.rubrics.schema import RubricError
+from rar_jax.run_lock import hold_output_dir
 
 # Exit status of a user error (the convention of argparse and most Unix tools).
 USER_ERROR_STATUS = 2
@@ -176,3 +182,47 @@ def model_input_keys(config: Any, *, policy: bool = True) -> tuple[str, ...]:
     ``policy``) and ``judge.model_source`` when the judge runs in-process."""
     keys = ("model.source",) if policy else ()
     return keys + (("judge.model_source",) if config.judge.backend == "jax" else ())
+
+
+def initialize_distributed(config: Any) -> None:
+    """``jax.distributed.initialize`` when ``distributed.initialize`` is set (empty / 0 / -1
+    fields are left to JAX's auto-detection on TPU pods and SLURM / Open MPI clusters)."""
+    dist = config.distributed
+    if not dist.initialize:
+        return
+    kwargs: dict[str, Any] = {}
+    if dist.coordinator_address:
+        kwargs["coordinator_address"] = dist.coordinator_address
+    if dist.num_processes:
+        kwargs["num_processes"] = dist.num_processes
+    if dist.process_id >= 0:
+        kwargs["process_id"] = dist.process_id
+    jax.distributed.initialize(**kwargs)
+    logging.info(
+        "process %d of %d; %d local of %d devices",
+        jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
+    )
+
+
+def _quiet_orbax(record: logging.LogRecord) -> bool:
+    """Drops orbax's INFO chatter (one line per checkpoint operation); keeps its warnings."""
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+@contextlib.contextmanager
+def training_run(config: Any, input_keys: Sequence[str]) -> Iterator[pathlib.Path]:
+    """The start of a training command (``rar-train``, ``rar-sft``), around its run.
+
+    Joins a multi-host job (``distributed.*``), validates the config against the devices, checks
+    that the files named by ``input_keys`` exist (orbax's INFO lines are dropped), holds ``output_dir`` for this run (process 0's
+    lock in a multi-host job; :mod:`rar_jax.run_lock`) and writes ``config.json`` there; yields
+    the output directory.
+    """
+    absl_logging.get_absl_handler().addFilter(_quiet_orbax)
+    initialize_distributed(config)
+    rar_config.validate(config, num_devices=jax.device_count())
+    check_inputs(config, input_keys)
+    output_dir = pathlib.Path(config.output_dir)
+    with hold_output_dir(output_dir) if jax.process_index() == 0 else contextlib.nullcontext():
+        (output_dir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+        yield output_dir

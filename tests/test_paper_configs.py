@@ -29,6 +29,7 @@ from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_dict, config_flags
 
 from rar_jax import config as rar_config
+from rar_jax.data import selection
 from rar_jax.experiments import train as train_lib
 from rar_jax.judges import rewards
 from rar_jax.metrics import read_metrics
@@ -39,6 +40,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAPER_DIR = REPO_ROOT / "configs" / "paper"
 CONFIG_FILES = sorted(p for p in PAPER_DIR.glob("*.py") if p.name != "common.py")
 NAMES = [p.stem for p in CONFIG_FILES]
+SFT = "table1_expert_sft"  # Table 1's Expert-Answer-SFT: rar-sft, not GRPO.
+GRPO_NAMES = [name for name in NAMES if name != SFT]
 
 
 def load_config(name: str, variant: str = "full") -> config_dict.ConfigDict:
@@ -75,13 +78,32 @@ def test_prompt_and_answer_must_fit_the_context():
 def test_one_config_file_per_experiment():
     common = runpy.run_path(str(PAPER_DIR / "common.py"))
     assert sorted(common["EXPERIMENTS"]) == NAMES
-    # Figure 2 (2 domains x 5 methods), Table 1 (6), Table 2 (4), Table 3 (7), Table 11 (4 x 2).
-    assert len(NAMES) == 10 + 6 + 4 + 7 + 8
+    # Figure 2 (2 domains x 5 methods), Table 1 (6 + SFT), Table 2 (4), Table 3 (7), Table 11
+    # (4 x 2).
+    assert len(NAMES) == 10 + 7 + 4 + 7 + 8
     with pytest.raises(ValueError, match="unknown variant 'tiny'"):
         load_config("medicine_rar_implicit", "tiny")
 
 
-@pytest.mark.parametrize("name", NAMES)
+def test_the_sft_baseline_fine_tunes_on_the_grpo_pool():
+    config = load_config(SFT)
+    rar_config.validate(config, num_devices=8)
+    grpo = load_config("table1_human")  # RaR-Implicit with the physician rubrics: same pool.
+    for key in ("train_path", "eval_size", "format", "require_reference"):
+        assert config.data[key] == grpo.data[key]
+    assert config.data.require_reference and config.data.train_path == "tfds:healthbench:train"
+    assert (config.sft.batch_size, config.optim.learning_rate, config.optim.num_steps) == (
+        64, 1e-5, 160)
+    assert config.model.to_dict() == grpo.model.to_dict() and config.train.export_hf
+    assert config.rl.max_prompt_length + config.rl.max_completion_length == 3584
+    assert config.output_dir == f"runs/paper/{SFT}"
+    assert config.eval.healthbench_path == "tfds:healthbench:healthbench_1k"
+    small = load_config(SFT, "small")
+    rar_config.validate(small)
+    assert small.sft.batch_size == 2 and small.model.source == "smollm2"
+
+
+@pytest.mark.parametrize("name", GRPO_NAMES)
 def test_full_variant_has_the_paper_setup(name):
     config = load_config(name)
     rar_config.validate(config)
@@ -186,10 +208,10 @@ def test_require_reference_gives_every_method_one_pool():
     turn = ({"role": "user", "content": "q"},)
     examples = [Example(turn, None, "ideal", "a"), Example(turn, None, None, "b")]
     config = load_config("table1_direct_likert")
-    kept = train_lib.usable_examples(examples, config, Tokens(), "pool")
+    kept = selection.usable_examples(examples, config, Tokens(), "pool")
     assert [example.example_id for example in kept] == ["a"]
     config.data.require_reference = False
-    assert len(train_lib.usable_examples(examples, config, Tokens(), "pool")) == 2
+    assert len(selection.usable_examples(examples, config, Tokens(), "pool")) == 2
 
 
 @pytest.mark.parametrize("name", ["medicine_rar_implicit", "table1_human_points"])
@@ -306,7 +328,7 @@ def runner(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", GRPO_NAMES)
 def test_small_variant_trains_one_step(name, runner):
     config = runner.effective(name)
     result = runner.run(name)

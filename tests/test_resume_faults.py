@@ -18,7 +18,7 @@ import pytest
 
 from cli_runner import run_experiment
 from rar_jax.metrics import FILES, read_rows
-from rar_jax.rl.trainer import KILL_AT_ENV
+from rar_jax.rl.loop import KILL_AT_ENV
 from tiny_checkpoint import write_tiny_checkpoint
 
 pytestmark = pytest.mark.slow

@@ -165,6 +165,7 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
         "off-policy and need stored old log-probs ('sampler' or 'recompute')",
     )
     need(rl.micro_batch_size >= 0, "rl.micro_batch_size", "must be >= 0 (0 = the whole batch)")
+    need(config.sft.batch_size >= 1, "sft.batch_size", "must be >= 1")
     need(rl.logprob_chunk_size >= 1, "rl.logprob_chunk_size", "must be >= 1")
     need(rl.max_completion_length >= 1, "rl.max_completion_length", "must be >= 1")
     need(config.judge.max_resamples >= 0, "judge.max_resamples", "must be >= 0")

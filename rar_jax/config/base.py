@@ -98,6 +98,13 @@ def get_config() -> config_dict.ConfigDict:
     config.optim.eps = 1e-8  # AdamW epsilon.
     config.optim.max_grad_norm = 1.0  # Clip the global gradient norm to this; 0 disables.
 
+    # --- Supervised fine-tuning on reference answers (rar-sft, rar_jax.rl.sft) -------------------
+    # rar-sft reads the same data, model, optim, mesh, checkpoint and train keys as rar-train, and
+    # from rl: max_prompt_length, max_completion_length (longer reference answers are cut there),
+    # micro_batch_size and logprob_chunk_size.
+    config.sft = config_dict.ConfigDict()
+    config.sft.batch_size = 64  # Examples (prompt + reference answer) per SFT step.
+
     # --- Checkpoints (rar_jax.checkpoint) -------------------------------------------------------
     config.checkpoint = config_dict.ConfigDict()
     config.checkpoint.max_to_keep = 3  # Newest checkpoints kept under <output_dir>/checkpoints.

@@ -5,8 +5,8 @@ A run is named by its experiment: the file name of its config in ``configs/paper
 folder name of its output, ``runs/paper/<name>``). Two rows of Figure 2 are evaluations of
 untrained checkpoints, not GRPO runs: their run folders are ``qwen2.5_7b_base`` and
 ``qwen2.5_7b_instruct`` (a folder holding ``healthbench_eval.json`` / ``gpqa_eval.json`` from
-``rar-eval``). Rows without a run (``run=None``: Table 1's SFT baseline) keep the paper's
-number only. All numbers are percentages, as printed in the paper.
+``rar-eval``). Table 1's Expert-Answer-SFT is a ``rar-sft`` run, evaluated like the others.
+All numbers are percentages, as printed in the paper.
 
 Where the paper ran one experiment and printed it in two tables (the same number in both),
 :data:`CANONICAL_RUNS` maps the second row's run name to the run that reproduces both:
@@ -127,7 +127,7 @@ TABLE1 = PaperTable(
     source="Table 1 (v2)",
     columns=(HEALTHBENCH_1K,),
     rows=(
-        _one("Expert-Answer-SFT", 20.4, None),
+        _one("Expert-Answer-SFT", 20.4, "table1_expert_sft"),
         _one("Simple-Likert", 23.9, "table1_direct_likert"),
         _one("Reference-Likert", 31.7, "table1_reference_likert"),
         _one("RaR-Implicit-Synthetic-NoRef", 32.0, "table1_synthetic_noref"),

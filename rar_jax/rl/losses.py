@@ -434,6 +434,33 @@ def policy_loss(
     )
 
 
+def sft_loss(logprobs: jax.Array, mask: jax.Array, *, entropy: jax.Array | None = None) -> LossOutput:
+    """Supervised fine-tuning loss: negative log-likelihood of the target tokens, as (sum, denom).
+
+    The global loss ``sum(loss_sum) / sum(denominator)`` is the mean NLL over every target token
+    of the batch (token-mean), however the batch was split into micro-batches or shards.
+
+    Args:
+        logprobs: float[b, t], log pi_theta of the target tokens (the differentiated input).
+        mask: bool or float[b, t]; nonzero marks a target (answer) token.
+        entropy: optional float[b, t], the model's next-token entropy (a metric only).
+
+    Returns:
+        LossOutput: ``loss_sum = -sum(logprobs * mask)``, ``denominator = sum(mask)``; metrics
+        ``entropy`` (with ``entropy``) as (sum, count) over the target tokens.
+    """
+    _check_shape("mask", mask, logprobs.shape)
+    token_mask = mask.astype(bool)
+    dtype = jnp.result_type(jnp.float32, logprobs.dtype)
+    count = jnp.sum(token_mask, dtype=dtype)
+    loss_sum = -jnp.sum(jnp.where(token_mask, logprobs.astype(dtype), 0.0))
+    metrics: MetricSums = {}
+    if entropy is not None:
+        values = jax.lax.stop_gradient(jnp.where(token_mask, entropy.astype(dtype), 0.0))
+        metrics["entropy"] = (jnp.sum(values), count)
+    return LossOutput(loss_sum=loss_sum, denominator=count, metrics=metrics)
+
+
 def reduce_metrics(metrics: MetricSums) -> dict[str, jax.Array]:
     """Divide each accumulated (sum, count) pair: name -> f32[] mean (NaN when count is 0)."""
     return {name: metric_sum / count for name, (metric_sum, count) in metrics.items()}

@@ -1,4 +1,6 @@
-"""The GRPO train step: one pure function ``step(state, batch) -> (state, metrics)``.
+"""The train steps: pure functions ``step(state, batch) -> (state, metrics)`` for GRPO
+(:func:`grpo_step`) and supervised fine-tuning on reference answers (:func:`sft_step`, Table 1's
+Expert-Answer-SFT baseline), sharing one update (:func:`accumulated_update`).
 
 Token alignment used throughout: every per-token array is ``[batch, time]`` aligned with
 ``batch.tokens``; entry ``i`` belongs to token ``i`` (its log-prob is ``log p(tokens[i] |
@@ -60,6 +62,20 @@ class Batch(NamedTuple):
     ref_logprobs: jax.Array
 
 
+class SFTBatch(NamedTuple):
+    """One supervised batch: prompt + target answer rows (left-padded prompts), all ``[b, t]``.
+
+    Attributes:
+        tokens, positions, attention_mask: as in :class:`Batch`.
+        loss_mask: bool[b, t] True for the answer tokens the model is trained to write.
+    """
+
+    tokens: jax.Array
+    positions: jax.Array
+    attention_mask: jax.Array
+    loss_mask: jax.Array
+
+
 class TrainState(flax.struct.PyTreeNode):
     """Everything a step changes: step count, parameters and optimiser state (a pytree)."""
 
@@ -111,7 +127,8 @@ def token_logprobs(
     return jnp.pad(logprobs, pad), jnp.pad(entropy, pad)
 
 
-def _micro_batches(batch: Batch, micro_batch_size: int) -> Batch:
+def _micro_batches(batch: Any, micro_batch_size: int) -> Any:
+    """``batch`` (a NamedTuple of row-major arrays) as ``[count, micro_batch_size, ...]``."""
     rows = batch.tokens.shape[0]
     if micro_batch_size <= 0 or micro_batch_size >= rows:
         return jax.tree.map(lambda x: x[None], batch)
@@ -123,56 +140,41 @@ def _micro_batches(batch: Batch, micro_batch_size: int) -> Batch:
     return jax.tree.map(lambda x: x.reshape((count, micro_batch_size) + x.shape[1:]), batch)
 
 
-def grpo_step(
+def accumulated_update(
     state: TrainState,
-    batch: Batch,
+    batch: Any,
+    micro_loss: Callable[[nnx.State, Any], losses.LossOutput],
     *,
-    graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
-    rl: config_dict.ConfigDict,
     optim: config_dict.ConfigDict,
-    temperature: float,
+    micro_batch_size: int,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One GRPO update from a batch of rollouts (pure; jit it with :func:`jit_grpo_step`).
+    """One optimiser update from the exact global loss of ``batch``, computed in micro-batches.
+
+    Each micro-batch contributes the gradient of its loss *sum* and its denominator; the summed
+    gradient is divided once by the total denominator (see the module docstring).
 
     Args:
         state: the current TrainState.
-        batch: the rollouts with advantages (and stored old / reference log-probs as needed).
-        graphdef: the policy's graph definition (``nnx.split``).
+        batch: a NamedTuple of ``[rows, ...]`` arrays (:class:`Batch`, :class:`SFTBatch`).
+        micro_loss: ``(params, micro_batch) -> LossOutput`` of one micro-batch.
         optimizer: from :func:`make_train_state`.
-        rl: the ``rl`` config section (loss, KL, chunking, micro-batching, old log-probs).
         optim: the ``optim`` config section (for the learning-rate metric).
-        temperature: the sampling temperature (log-probs are of the tempered distribution).
+        micro_batch_size: rows per micro-batch (0 or >= rows: the whole batch at once).
 
     Returns:
-        (new state, metrics): scalars; ``loss`` is the exact global loss of the batch.
+        (new state, metrics): ``loss`` (global), ``loss_denominator``, ``grad_norm``,
+        ``learning_rate``, the skip counters and ``loss/<name>`` for each metric of the loss.
     """
-    logprob_fn = grpo.logprob_fn(rl, temperature=temperature)
-    loss_fn = grpo.policy_loss_fn(rl)
-    on_policy = rl.old_logprobs == "current"
-    use_reference = rl.kl.beta > 0
-
-    def micro_loss(params: nnx.State, micro: Batch) -> tuple[jax.Array, losses.LossOutput]:
-        logprobs, entropy = token_logprobs(
-            graphdef, params, micro.tokens, micro.positions, micro.attention_mask,
-            logprob_fn=logprob_fn,
-        )
-        old = jax.lax.stop_gradient(logprobs) if on_policy else micro.old_logprobs
-        out = loss_fn(
-            logprobs[:, 1:],
-            old[:, 1:],
-            micro.advantages,
-            micro.loss_mask[:, 1:],
-            ref_logprobs=micro.ref_logprobs[:, 1:] if use_reference else None,
-            entropy=jax.lax.stop_gradient(entropy[:, 1:]),
-        )
+    def sum_and_output(params: nnx.State, micro: Any) -> tuple[jax.Array, losses.LossOutput]:
+        out = micro_loss(params, micro)
         return out.loss_sum, out
 
-    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+    grad_fn = jax.grad(sum_and_output, has_aux=True)
 
-    def accumulate(carry: Any, micro: Batch) -> tuple[Any, None]:
+    def accumulate(carry: Any, micro: Any) -> tuple[Any, None]:
         grads_sum, loss_sum, denominator, metric_sums = carry
-        (_, out), grads = grad_fn(state.params, micro)
+        grads, out = grad_fn(state.params, micro)
         carry = (
             jax.tree.map(jnp.add, grads_sum, grads),
             loss_sum + out.loss_sum,
@@ -181,9 +183,9 @@ def grpo_step(
         )
         return carry, None
 
-    micro_batches = _micro_batches(batch, rl.micro_batch_size)
+    micro_batches = _micro_batches(batch, micro_batch_size)
     first = jax.tree.map(lambda x: x[0], micro_batches)
-    metric_shapes = jax.eval_shape(lambda: micro_loss(state.params, first)[1].metrics)
+    metric_shapes = jax.eval_shape(lambda: micro_loss(state.params, first).metrics)
     zeros = functools.partial(jax.tree.map, lambda x: jnp.zeros(x.shape, x.dtype))
     init = (zeros(state.params), jnp.zeros(()), jnp.zeros(()), zeros(metric_shapes))
     (grads_sum, loss_sum, denominator, metric_sums), _ = jax.lax.scan(
@@ -208,29 +210,112 @@ def grpo_step(
     return new_state, metrics
 
 
-def batch_shardings(mesh: jax.sharding.Mesh) -> Batch:
-    """A Batch of shardings: rows over the data-parallel axes ("data", "fsdp"), rest replicated."""
-    ranks = Batch(*([2] * len(Batch._fields)))._replace(advantages=1)
-    return Batch(*(batch_sharding(mesh, rank) for rank in ranks))
+def grpo_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    rl: config_dict.ConfigDict,
+    optim: config_dict.ConfigDict,
+    temperature: float,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One GRPO update from a batch of rollouts (pure; jit it with :func:`jit_train_step`).
+
+    Args:
+        state: the current TrainState.
+        batch: the rollouts with advantages (and stored old / reference log-probs as needed).
+        graphdef: the policy's graph definition (``nnx.split``).
+        optimizer: from :func:`make_train_state`.
+        rl: the ``rl`` config section (loss, KL, chunking, micro-batching, old log-probs).
+        optim: the ``optim`` config section (for the learning-rate metric).
+        temperature: the sampling temperature (log-probs are of the tempered distribution).
+
+    Returns:
+        (new state, metrics): scalars; ``loss`` is the exact global loss of the batch.
+    """
+    logprob_fn = grpo.logprob_fn(rl, temperature=temperature)
+    loss_fn = grpo.policy_loss_fn(rl)
+    on_policy = rl.old_logprobs == "current"
+    use_reference = rl.kl.beta > 0
+
+    def micro_loss(params: nnx.State, micro: Batch) -> losses.LossOutput:
+        logprobs, entropy = token_logprobs(
+            graphdef, params, micro.tokens, micro.positions, micro.attention_mask,
+            logprob_fn=logprob_fn,
+        )
+        old = jax.lax.stop_gradient(logprobs) if on_policy else micro.old_logprobs
+        return loss_fn(
+            logprobs[:, 1:],
+            old[:, 1:],
+            micro.advantages,
+            micro.loss_mask[:, 1:],
+            ref_logprobs=micro.ref_logprobs[:, 1:] if use_reference else None,
+            entropy=jax.lax.stop_gradient(entropy[:, 1:]),
+        )
+
+    return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
+                              micro_batch_size=rl.micro_batch_size)
 
 
-def jit_grpo_step(
-    step_fn: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]],
+def sft_loss(
+    params: nnx.State, batch: SFTBatch, *, graphdef: nnx.GraphDef, rl: config_dict.ConfigDict
+) -> losses.LossOutput:
+    """The supervised loss of a batch as (sum, denominator) (:func:`rar_jax.rl.losses.sft_loss`):
+    the NLL of its answer tokens, log-probs chunked by ``rl.logprob_chunk_size``."""
+    logprobs, entropy = token_logprobs(
+        graphdef, params, batch.tokens, batch.positions, batch.attention_mask,
+        logprob_fn=grpo.logprob_fn(rl, temperature=1.0),
+    )
+    return losses.sft_loss(logprobs[:, 1:], batch.loss_mask[:, 1:], entropy=entropy[:, 1:])
+
+
+def sft_step(
+    state: TrainState,
+    batch: SFTBatch,
+    *,
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    rl: config_dict.ConfigDict,
+    optim: config_dict.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One supervised update (Expert-Answer-SFT): the mean NLL of the batch's answer tokens.
+
+    Shares the GRPO step's sharding, micro-batching (``rl.micro_batch_size``), chunked log-probs
+    (``rl.logprob_chunk_size``), optimiser and non-finite skipping (:func:`accumulated_update`).
+    """
+    micro_loss = functools.partial(sft_loss, graphdef=graphdef, rl=rl)
+    return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
+                              micro_batch_size=rl.micro_batch_size)
+
+
+def batch_shardings(mesh: jax.sharding.Mesh, batch_type: type = Batch) -> Any:
+    """A ``batch_type`` of shardings: rows over the data-parallel axes ("data", "fsdp"), the rest
+    replicated (``advantages`` is [rows], every other field [rows, time])."""
+    return batch_type(*(batch_sharding(mesh, 1 if name == "advantages" else 2)
+                        for name in batch_type._fields))
+
+
+def jit_train_step(
+    step_fn: Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]],
     state_shardings: Any = None,
     mesh: jax.sharding.Mesh | None = None,
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    batch_type: type = Batch,
+) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, jax.Array]]]:
     """Compiles a bound step once with explicit shardings; the state is donated.
 
     Args:
-        step_fn: :func:`grpo_step` with its keyword arguments bound (``functools.partial``).
+        step_fn: :func:`grpo_step` or :func:`sft_step` with its keyword arguments bound
+            (``functools.partial``).
         state_shardings: a TrainState-shaped tree of NamedShardings (None: as the inputs are).
         mesh: the mesh the batch rows are split over (with ``state_shardings``).
+        batch_type: the step's batch (:class:`Batch` or :class:`SFTBatch`).
     """
     if state_shardings is None:
         return jax.jit(step_fn, donate_argnums=0)
     return jax.jit(
         step_fn,
-        in_shardings=(state_shardings, batch_shardings(mesh)),
+        in_shardings=(state_shardings, batch_shardings(mesh, batch_type)),
         out_shardings=(state_shardings, None),
         donate_argnums=0,
     )

@@ -25,8 +25,6 @@ import dataclasses
 import functools
 import logging
 import math
-import os
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -36,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from ml_collections import config_dict
-from tqdm.auto import tqdm
 
 from rar_jax import checkpoint as checkpoint_lib
 from rar_jax import metrics as metrics_lib
@@ -45,6 +42,7 @@ from rar_jax.models.batching import bucket_size
 from rar_jax.models.sampler import Sampler, SamplingParams
 from rar_jax.parallel import make_mesh, param_shardings
 from rar_jax.rl import grpo, train_step
+from rar_jax.rl.loop import TrainingLoop, fault_point
 from rar_jax.rubrics.schema import CATEGORY_IDS, Category, rubric_arrays
 
 logger = logging.getLogger(__name__)
@@ -54,9 +52,6 @@ _PITFALL_ID = CATEGORY_IDS[Category.PITFALL]
 # Where pi_old comes from (rl.old_logprobs): the current policy (on-policy, one update per batch),
 # the sampler's own log-probs, or a separate forward pass before the updates.
 OLD_LOGPROB_SOURCES = ("current", "sampler", "recompute")
-
-# Environment variable of the fault injection used by the crash-and-resume tests (`fault_point`).
-KILL_AT_ENV = "RAR_JAX_KILL_AT"
 
 
 class RewardResult(Protocol):
@@ -72,10 +67,6 @@ class RewardResult(Protocol):
 RewardFn = Callable[[Sequence[Example], Sequence[str]], RewardResult]
 # (example id, criterion index) -> [(step, mean credit of that step's answers)].
 CriterionHistory = dict[tuple[str, int], list[tuple[int, float]]]
-
-
-class TrainingStopped(RuntimeError):
-    """Too many consecutive non-finite updates; a checkpoint was written first."""
 
 
 @dataclasses.dataclass
@@ -234,8 +225,9 @@ def criterion_changes(
     return changes
 
 
-class GRPOTrainer:
-    """Runs GRPO with a reward function over examples; see the module docstring.
+class GRPOTrainer(TrainingLoop):
+    """Runs GRPO with a reward function over examples; see the module docstring (the loop,
+    checkpoints and resume: :class:`~rar_jax.rl.loop.TrainingLoop`).
 
     Args:
         config: a validated config (sections rl, sampling, optim, train, checkpoint, metrics, mesh).
@@ -250,6 +242,8 @@ class GRPOTrainer:
             per-criterion verdicts.
         devices: the devices of the policy's mesh (default all; fewer when the judge has its own).
     """
+
+    progress_name = "GRPO"
 
     def __init__(
         self,
@@ -304,7 +298,7 @@ class GRPOTrainer:
             optim=config.optim,
             temperature=config.sampling.temperature,
         )
-        self._step = train_step.jit_grpo_step(step, self.state_shardings, self.mesh)
+        self._step = train_step.jit_train_step(step, self.state_shardings, self.mesh)
         self._logprobs = jax.jit(
             functools.partial(
                 train_step.token_logprobs,
@@ -321,7 +315,6 @@ class GRPOTrainer:
             )
         self.advantages = jax.jit(grpo.advantage_fn(rl))
         self.checkpointer = checkpoint_lib.Checkpointer.from_config(config)
-        self.writer: metrics_lib.MetricsWriter | None = None  # Opened by train(), after resuming.
         self.num_params = sum(x.size for x in jax.tree.leaves(params))
         self.criteria_fn = criteria_fn
 
@@ -469,64 +462,8 @@ class GRPOTrainer:
         self.writer.write(step, metrics)
         return mean
 
-    # ------------------------------------------------------------------ checkpoints
-    def _metadata(self, step: int) -> dict[str, Any]:
-        return {"step": step, "data_position": self.stream.position, "seed": self.config.seed}
-
-    def save(self, step: int) -> None:
-        """Checkpoints the state after ``step`` steps (asynchronously when configured)."""
-        self.checkpointer.save(step, self.state, self._metadata(step))
-
-    def maybe_resume(self) -> int:
-        """Restores the latest checkpoint of ``output_dir`` if any; returns the steps done."""
-        if self.checkpointer.latest_step() is None:
-            return 0
-        self.state, metadata = self.checkpointer.restore(self.state)
-        self.stream.position = metadata["data_position"]
-        logger.info("resumed after step %d", metadata["step"])
-        return int(metadata["step"])
-
-    # ------------------------------------------------------------------ the run
-    def train(self) -> TrainSummary:
-        """Trains for ``optim.num_steps`` steps (continuing a checkpointed run) and summarises.
-
-        The summary is read back from the run's files, so after a resume it covers the whole run.
-        """
-        config = self.config
-        done = self.maybe_resume() if config.checkpoint.resume else 0
-        self.writer = metrics_lib.MetricsWriter(
-            config.output_dir, tensorboard=config.metrics.tensorboard, start_step=done
-        )
-        progress = tqdm(range(done, config.optim.num_steps), initial=done,
-                        total=config.optim.num_steps, desc="GRPO", unit="step")
-        try:
-            for step in progress:
-                if config.train.eval_every and self.eval_examples and step % config.train.eval_every == 0:
-                    self.evaluate(step)
-                metrics = self.train_step(step)
-                self.writer.write(step, metrics)
-                fault_point("after_log", step)
-                progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics['loss']:.4f}")
-                if metrics["consecutive_skipped"] >= config.rl.max_consecutive_skipped:
-                    self.save(step + 1)
-                    self.checkpointer.wait()
-                    raise TrainingStopped(
-                        f"step {step}: {int(metrics['consecutive_skipped'])} updates in a row had "
-                        f"non-finite gradients (rl.max_consecutive_skipped="
-                        f"{config.rl.max_consecutive_skipped}); stopped with a checkpoint in "
-                        f"{self.checkpointer.directory}"
-                    )
-                if config.checkpoint.every_steps and (step + 1) % config.checkpoint.every_steps == 0:
-                    self.save(step + 1)
-                    fault_point("during_save", step)
-            if self.eval_examples and config.train.eval_every:
-                self.evaluate(config.optim.num_steps)
-            if config.optim.num_steps > done:
-                self.save(config.optim.num_steps)
-        finally:
-            self.checkpointer.wait()
-            self.writer.close()
-        return self.summary()
+    def progress_fields(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {"reward": f"{metrics['reward/mean']:.3f}", "loss": f"{metrics['loss']:.4f}"}
 
     def summary(self) -> TrainSummary:
         """The run's summary from its files (``metrics.jsonl``, ``criteria.jsonl``)."""
@@ -550,14 +487,3 @@ class GRPOTrainer:
             judge_failures=int(sum(r["reward/judge_failures"] for r in steps)),
         )
 
-
-def fault_point(name: str, step: int) -> None:
-    """Kills this process with SIGKILL at a named point of a step, when asked to.
-
-    Fault injection for the crash-and-resume tests: ``RAR_JAX_KILL_AT=<name>:<step>`` (names
-    ``mid_step``, ``after_log``, ``during_save``) makes the process die there as ``kill -9``
-    would. Unset (always, outside those tests) it does nothing.
-    """
-    if os.environ.get(KILL_AT_ENV) == f"{name}:{step}":
-        logger.warning("%s=%s: killing this process", KILL_AT_ENV, os.environ[KILL_AT_ENV])
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -10,6 +10,8 @@ from flax import nnx
 
 from rar_jax.checkpoint import Checkpointer
 from rar_jax.config import base_config
+from rar_jax.data import selection
+from rar_jax.errors import UserError
 from rar_jax.experiments import train as train_lib
 from rar_jax.metrics import read_metrics
 from rar_jax.models.loading import load_model_and_tokenizer
@@ -76,7 +78,7 @@ def test_train_writes_metrics_curve_checkpoint_export_and_resumes(checkpoint, sh
 
     # The held-out answers' criteria were checked one by one at both evaluations.
     assert all(0 <= r["eval/rubric/criteria_credit"] <= 1 for r in evals)
-    held_out_criteria = sum(len(e.rubric.criteria) for e in train_lib.read_train_and_eval(
+    held_out_criteria = sum(len(e.rubric.criteria) for e in selection.read_train_and_eval(
         config, load_model_and_tokenizer(checkpoint)[1])[1])
     assert len(summary.eval_criterion_changes) == held_out_criteria
     assert all(c["first_step"] == 0 and c["last_step"] == STEPS for c in summary.eval_criterion_changes)
@@ -96,8 +98,8 @@ def test_held_out_examples_are_usable_seeded_and_disjoint(checkpoint, shared_dat
     config = tiny_config(checkpoint, shared_data, tmp_path)
     config.data.eval_size = 3
     _, tokenizer = load_model_and_tokenizer(checkpoint)
-    train, held_out = train_lib.read_train_and_eval(config, tokenizer)
-    again_train, again_held_out = train_lib.read_train_and_eval(config, tokenizer)
+    train, held_out = selection.read_train_and_eval(config, tokenizer)
+    again_train, again_held_out = selection.read_train_and_eval(config, tokenizer)
     assert [e.example_id for e in held_out] == [e.example_id for e in again_held_out]
     assert not {e.example_id for e in train} & {e.example_id for e in held_out}
 
@@ -114,11 +116,11 @@ def test_held_out_examples_are_usable_seeded_and_disjoint(checkpoint, shared_dat
     assert len(expected) == 16 and len(held_out) == 3
 
     config.seed = 1
-    other = train_lib.read_train_and_eval(config, tokenizer)[1]
+    other = selection.read_train_and_eval(config, tokenizer)[1]
     assert [e.example_id for e in other] != [e.example_id for e in held_out]
     config.data.eval_size = len(expected)
-    with pytest.raises(ValueError, match=f"gives only {len(expected)} usable examples"):
-        train_lib.read_train_and_eval(config, tokenizer)
+    with pytest.raises(UserError, match=f"gives only {len(expected)} usable examples"):
+        selection.read_train_and_eval(config, tokenizer)
 
 
 @pytest.mark.slow

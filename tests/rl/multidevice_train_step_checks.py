@@ -39,7 +39,7 @@ def test_sharded_step_equals_single_device(shape, single_device_result):
     shardings = param_shardings(state, mesh)
     state = jax.device_put(state, shardings)
     batch = jax.device_put(tiny_batch(rows=ROWS), train_step.batch_shardings(mesh))
-    sharded_step = train_step.jit_grpo_step(step, shardings, mesh)
+    sharded_step = train_step.jit_train_step(step, shardings, mesh)
     new_state, metrics = sharded_step(state, batch)
 
     for name in ("loss", "grad_norm", "loss_denominator", "loss/entropy", "loss/ratio_mean"):

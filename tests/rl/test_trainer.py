@@ -14,6 +14,7 @@ from rar_jax.data.examples import Example
 from rar_jax.models.config import ModelConfig
 from rar_jax.models.decoder import Decoder
 from rar_jax.rl import trainer as trainer_lib
+from rar_jax.rl.loop import TrainingStopped
 
 CHARS = ["<pad>", "<eos>"] + list("abcdefgh?:")
 TARGET = "a"
@@ -142,7 +143,7 @@ def test_failing_updates_stop_the_run_with_a_checkpoint(tmp_path):
     trainer.advantages = lambda rewards: trainer_lib.grpo.advantage_fn(config.rl)(rewards)._replace(
         advantages=jax.numpy.full(rewards.shape, jax.numpy.nan)
     )
-    with pytest.raises(trainer_lib.TrainingStopped, match="2 updates in a row had non-finite gradients"):
+    with pytest.raises(TrainingStopped, match="2 updates in a row had non-finite gradients"):
         trainer.train()
     assert (tmp_path / "checkpoints" / "2").is_dir()
     records = _records(tmp_path)
