@@ -381,10 +381,14 @@ class GRPOTrainer(TrainingLoop):
         if rl.old_logprobs == "recompute":
             old, _ = self._logprobs(self.state.params, batch.tokens, batch.positions, batch.attention_mask)
             batch = batch._replace(old_logprobs=old)
+        reference_s = 0.0
         if self.reference_params is not None:
+            referencing = time.perf_counter()
             reference = jax.device_put(self.reference_params, self.state_shardings.params)
             ref, _ = self._logprobs(reference, batch.tokens, batch.positions, batch.attention_mask)
-            batch = batch._replace(ref_logprobs=ref)
+            # Waited for, so that time/reference_s is the pass itself, apart from the update.
+            batch = batch._replace(ref_logprobs=ref.block_until_ready())
+            reference_s = time.perf_counter() - referencing
         batch = jax.device_put(batch, train_step.batch_shardings(self.mesh))
         for _ in range(rl.num_iterations):
             self.state, step_metrics = self._step(self.state, batch)
@@ -395,8 +399,11 @@ class GRPOTrainer(TrainingLoop):
         answer_tokens = int(output.lengths.sum())
         trained_tokens = int(np.asarray(batch.attention_mask).sum())
         flops = 2 * self.num_params * answer_tokens + 6 * self.num_params * trained_tokens * rl.num_iterations
+        # time/train_s: device transfer, log-prob passes and updates; time/reference_s: the
+        # reference model's log-prob pass within it (0.0 without a reference model).
         timings["time/train_s"] = trained - start
         elapsed = sum(timings.values())
+        timings["time/reference_s"] = reference_s
         metrics = {
             "reward/mean": float(np.mean(rewards[finite])) if finite.any() else math.nan,
             "reward/std": float(np.std(rewards[finite])) if finite.any() else math.nan,

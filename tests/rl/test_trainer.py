@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from rar_jax import config as rar_config
+from rar_jax import metrics as metrics_lib
 from rar_jax.data.examples import Example
 from rar_jax.models.config import ModelConfig
 from rar_jax.models.decoder import Decoder
@@ -161,3 +162,16 @@ def test_unjudged_share_counts_real_criteria_only():
     assert unjudged_share(result) == pytest.approx(2 / 5)
     assert unjudged_share(types.SimpleNamespace(verdicts=np.zeros((2, 0)),
                                                 verdict_mask=np.zeros((2, 0), bool))) == 0.0
+
+
+@pytest.mark.slow
+def test_reference_pass_is_timed_apart_from_the_update(tmp_path):
+    config = _config(tmp_path, **{"rl.kl.beta": 0.04, "optim.num_steps": 1,
+                                  "rl.prompts_per_step": 2, "rl.num_generations": 2,
+                                  "train.log_samples_every": 0})
+    trainer = _trainer(config)
+    trainer.writer = metrics_lib.MetricsWriter(tmp_path, tensorboard=False)
+    record = trainer.train_step(0)
+    trainer.writer.close()
+    # A part of time/train_s (which also holds the update), measured by itself.
+    assert 0.0 < record["time/reference_s"] < record["time/train_s"]
