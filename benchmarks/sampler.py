@@ -74,13 +74,13 @@ def ensure_tunix_venv(venv: pathlib.Path) -> pathlib.Path:
 
 
 class TunixWorker:
-    """The tunix half, a subprocess in tunix's venv speaking benchmarks/tunix_sampler_worker.py's
-    line protocol."""
+    """The tunix half, a subprocess in tunix's venv speaking ``worker``'s line protocol (default
+    benchmarks/tunix_sampler_worker.py; its first reply is ``self.ready``)."""
 
-    def __init__(self, python: pathlib.Path, job: dict):
+    def __init__(self, python: pathlib.Path, job: dict, worker: pathlib.Path = WORKER):
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         self.process = subprocess.Popen(
-            [str(python), str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            [str(python), str(worker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
         self.ready = self.request(job)
 

@@ -56,28 +56,39 @@ class TokenizerForTunix:
         return self._pad
 
 
-def main() -> None:
-    job = json.loads(sys.stdin.readline())
-    model_dir = job["model_dir"]
+def llama3_config(model_dir: str, rope_theta: float) -> llama3_model.ModelConfig:
+    """tunix's Llama3 config of the HF directory ``model_dir`` (its config.json)."""
     hf = json.loads(open(f"{model_dir}/config.json").read())
-    config = llama3_model.ModelConfig(
+    return llama3_model.ModelConfig(
         num_layers=hf["num_hidden_layers"], vocab_size=hf["vocab_size"], embed_dim=hf["hidden_size"],
         hidden_dim=hf["intermediate_size"], num_heads=hf["num_attention_heads"],
         head_dim=hf.get("head_dim", hf["hidden_size"] // hf["num_attention_heads"]),
-        num_kv_heads=hf["num_key_value_heads"], rope_theta=int(job["rope_theta"]),
+        num_kv_heads=hf["num_key_value_heads"], rope_theta=int(rope_theta),
         norm_eps=hf["rms_norm_eps"], weight_tying=hf.get("tie_word_embeddings", False),
     )
-    mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
-    start = time.perf_counter()
-    model = llama3_params.create_model_from_safe_tensors(model_dir, config, mesh, dtype=jnp.float32)
-    load_s = time.perf_counter() - start
-    tokenizer = TokenizerForTunix(f"{model_dir}/tokenizer.json", job["bos_id"], job["eos_id"], pad_id=0)
-    for text, ids in zip(job["prompts"], job["prompt_ids"]):
+
+
+def check_tokenization(tokenizer: TokenizerForTunix, prompts: list[str], prompt_ids: list[list[int]]) -> None:
+    """Exits unless tunix's tokenization of each prompt (BOS prepended, a doubled BOS dropped, as
+    its sampler does) equals ours."""
+    for text, ids in zip(prompts, prompt_ids):
         got = [tokenizer.bos_id()] + tokenizer.encode(text)
         while len(got) > 1 and got[0] == got[1] == tokenizer.bos_id():
             got = got[1:]
         if got != ids:
             raise SystemExit(f"tunix tokenization differs from ours for prompt {text[:60]!r}")
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.readline())
+    model_dir = job["model_dir"]
+    config = llama3_config(model_dir, job["rope_theta"])
+    mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    start = time.perf_counter()
+    model = llama3_params.create_model_from_safe_tensors(model_dir, config, mesh, dtype=jnp.float32)
+    load_s = time.perf_counter() - start
+    tokenizer = TokenizerForTunix(f"{model_dir}/tokenizer.json", job["bos_id"], job["eos_id"], pad_id=0)
+    check_tokenization(tokenizer, job["prompts"], job["prompt_ids"])
     prompt_length = int(job["prompt_length"])
     max_new = int(job["max_new_tokens"])
     cache = tunix_sampler.CacheConfig(
