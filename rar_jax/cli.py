@@ -213,7 +213,8 @@ def _quiet_orbax(record: logging.LogRecord) -> bool:
 def training_run(config: Any, input_keys: Sequence[str]) -> Iterator[pathlib.Path]:
     """The start of a training command (``rar-train``, ``rar-sft``), around its run.
 
-    Joins a multi-host job (``distributed.*``), validates the config against the devices, checks
+    Joins a multi-host job (``distributed.*``), validates the config against the devices, turns on
+    the persistent compilation cache (``compilation_cache_dir``), checks
     that the files named by ``input_keys`` exist (orbax's INFO lines are dropped), holds ``output_dir`` for this run (process 0's
     lock in a multi-host job; :mod:`rar_jax.run_lock`) and writes ``config.json`` there; yields
     the output directory.
@@ -221,6 +222,7 @@ def training_run(config: Any, input_keys: Sequence[str]) -> Iterator[pathlib.Pat
     absl_logging.get_absl_handler().addFilter(_quiet_orbax)
     initialize_distributed(config)
     rar_config.validate(config, num_devices=jax.device_count())
+    rar_config.enable_compilation_cache(config)
     check_inputs(config, input_keys)
     output_dir = pathlib.Path(config.output_dir)
     with hold_output_dir(output_dir) if jax.process_index() == 0 else contextlib.nullcontext():

@@ -4,6 +4,7 @@ The data is read from ``../shared/data`` beside the repository root (read-only i
 ``RAR_SHARED_DATA`` overrides the location.
 """
 
+import os
 import pathlib
 
 import pytest
@@ -12,6 +13,19 @@ from fake_openai_server import FakeOpenAIServer
 from rar_jax.data.shared import shared_data_dir
 
 SHARED_DATA = shared_data_dir()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory):
+    """Caches (the persistent XLA compilation cache of ``compilation_cache_dir="auto"``) go to a
+    temporary folder, never to the home directory; subprocesses inherit it."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache_home"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME")
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
 
 
 @pytest.fixture(scope="session")

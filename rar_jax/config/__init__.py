@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import pathlib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -74,6 +75,27 @@ def base_config() -> config_dict.ConfigDict:
     from rar_jax.config import base
 
     return base.get_config()
+
+
+def compilation_cache_dir(config: config_dict.ConfigDict) -> str:
+    """The folder of the persistent compilation cache of ``config.compilation_cache_dir``
+    ("auto": ``$XDG_CACHE_HOME/rar_jax/xla``, else ``~/.cache/rar_jax/xla``; "" = off)."""
+    setting = config.compilation_cache_dir
+    if setting != "auto":
+        return os.path.expanduser(setting)
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(cache_home, "rar_jax", "xla")
+
+
+def enable_compilation_cache(config: config_dict.ConfigDict) -> None:
+    """Turns JAX's persistent compilation cache on (or off) as ``compilation_cache_dir`` says:
+    every program that took over a second to compile is stored there, keyed by its HLO, the
+    compiler options and the devices, so a later run with the same shapes loads it instead of
+    compiling (shapes are bucketed so that runs repeat them)."""
+    import jax
+
+    directory = compilation_cache_dir(config)
+    jax.config.update("jax_compilation_cache_dir", directory or None)
 
 
 def define_config_flag(default: str | None = None) -> flags.FlagHolder:
@@ -157,7 +179,8 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
     need(config.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
     need(config.train.eval_every >= 0, "train.eval_every", "must be >= 0")
     need(config.train.log_samples_every >= 0, "train.log_samples_every", "must be >= 0")
-    need(config.metrics.peak_flops_per_device >= 0, "metrics.peak_flops_per_device", "must be >= 0")
+    need(config.metrics.peak_flops_per_device >= 0 or config.metrics.peak_flops_per_device == -1,
+         "metrics.peak_flops_per_device", "must be >= 0, or -1 (the chip's peak)")
     need(
         rl.num_iterations == 1 or rl.old_logprobs != "current",
         "rl.old_logprobs",
@@ -166,6 +189,8 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
     )
     need(rl.micro_batch_size >= 0, "rl.micro_batch_size", "must be >= 0 (0 = the whole batch)")
     need(config.sft.batch_size >= 1, "sft.batch_size", "must be >= 1")
+    need(rl.rollout_chunk_prompts >= 0, "rl.rollout_chunk_prompts",
+         "must be >= 0 (0 = all of a step's prompts in one sampler call)")
     need(rl.logprob_chunk_size >= 1, "rl.logprob_chunk_size", "must be >= 1")
     need(rl.max_completion_length >= 1, "rl.max_completion_length", "must be >= 1")
     need(config.judge.max_resamples >= 0, "judge.max_resamples", "must be >= 0")

@@ -16,6 +16,7 @@ def get_config() -> config_dict.ConfigDict:
     # --- Run -------------------------------------------------------------------------------------
     config.seed = 0  # Seed of every random choice of the run (sampling, bootstrap, data order).
     config.output_dir = "runs/default"  # Folder for metrics, reports and checkpoints.
+    config.compilation_cache_dir = "auto"  # Persistent XLA compilation cache (a second run skips compiling): "auto" = $XDG_CACHE_HOME/rar_jax/xla (else ~/.cache/rar_jax/xla), a folder, or "" = off.
 
     # --- Multi-host (jax.distributed) -------------------------------------------------------------
     config.distributed = config_dict.ConfigDict()
@@ -56,6 +57,7 @@ def get_config() -> config_dict.ConfigDict:
     config.rl.num_iterations = 1  # Policy updates per batch of rollouts (mu in the GRPO paper).
     config.rl.old_logprobs = "current"  # Source of pi_old: current (on-policy), sampler or recompute.
     config.rl.micro_batch_size = 0  # Rows per micro-batch of the update; 0 = the whole batch at once.
+    config.rl.rollout_chunk_prompts = 0  # Prompts per sampler call (its KV cache holds their rows x num_generations); 0 = all of a step's prompts in one call.
     config.rl.logprob_chunk_size = 256  # Time steps per chunk of the lm-head when computing log-probs.
     config.rl.max_prompt_length = 512  # Longest chat-formatted prompt in tokens; longer ones are left out.
     config.rl.pad_prompts_to_max_length = False  # One prompt shape (fewer compiles, more padding) instead of buckets.
@@ -120,7 +122,7 @@ def get_config() -> config_dict.ConfigDict:
     config.train.export_hf = False  # Write the final policy as an HF safetensors dir to <output_dir>/hf_export.
     config.metrics = config_dict.ConfigDict()
     config.metrics.tensorboard = True  # Also write TensorBoard event files.
-    config.metrics.peak_flops_per_device = 0.0  # Peak FLOP/s of one device for MFU; 0 = not reported.
+    config.metrics.peak_flops_per_device = -1.0  # Peak FLOP/s of one device for MFU; -1 = the chip's bf16 peak from rar_jax.parallel.chips (none on CPU), 0 = not reported.
 
     # --- Rubrics (rar_jax.rubrics) ---------------------------------------------------------------
     config.rubric = config_dict.ConfigDict()

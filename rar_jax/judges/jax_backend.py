@@ -384,9 +384,10 @@ def _score_options(
     return scores + rest.T
 
 
-# Shared by every JaxJudge: judges of the same architecture reuse each other's compilations.
-_PREFILL_PREFIXES = jax.jit(_prefill_prefixes, static_argnames=("graphdef",))
-_SCORE_OPTIONS = jax.jit(_score_options, static_argnames=("graphdef", "terminated"))
+# Shared by every JaxJudge (judges of the same architecture reuse each other's compilations)
+# and compiled ahead of time by rar_jax.aot.
+PREFILL_PREFIXES = jax.jit(_prefill_prefixes, static_argnames=("graphdef",))
+SCORE_OPTIONS = jax.jit(_score_options, static_argnames=("graphdef", "terminated"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -565,8 +566,8 @@ class JaxJudge:
         self._row_buckets = row_buckets(batch_size)
         self._non_digit: jax.Array | None = None
         self.last_stats = ScoringStats()
-        self._prefill = _PREFILL_PREFIXES
-        self._score = _SCORE_OPTIONS
+        self._prefill = PREFILL_PREFIXES
+        self._score = SCORE_OPTIONS
 
     # ---------------------------------------------------------------- weights and diagnostics
     def set_params(self, params: Any) -> None:

@@ -156,6 +156,22 @@ class SampleOutput:
     prompt_indices: np.ndarray
     num_decode_steps: int
 
+    @classmethod
+    def concatenate(cls, outputs: Sequence["SampleOutput"], prompt_offsets: Sequence[int]
+                    ) -> "SampleOutput":
+        """The outputs of consecutive calls (the prompts of call i start at ``prompt_offsets[i]``)
+        as one output, as if the prompts had been generated in one call."""
+        return cls(
+            tokens=np.concatenate([o.tokens for o in outputs]),
+            lengths=np.concatenate([o.lengths for o in outputs]),
+            logprobs=np.concatenate([o.logprobs for o in outputs]),
+            texts=[text for o in outputs for text in o.texts],
+            finish_reasons=[reason for o in outputs for reason in o.finish_reasons],
+            prompt_indices=np.concatenate(
+                [o.prompt_indices + offset for o, offset in zip(outputs, prompt_offsets)]),
+            num_decode_steps=max(o.num_decode_steps for o in outputs),
+        )
+
 
 class DecodeCache(NamedTuple):
     """The decode loop's KV cache: one array per layer, the slot axis next to head_dim.
@@ -699,12 +715,12 @@ class Sampler:
             self.data_parallel_size = int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
         self._traces = {"prefill": 0, "decode": 0}
         static = ("graphdef", "top_k", "use_top_p", "greedy", "stop_ids", "pad_id", "shardings")
-        self._prefill = jax.jit(
+        self.prefill_program = jax.jit(
             self._counted("prefill", _prefill),
             static_argnames=static + ("num_samples", "max_new_tokens", "cache_slots"),
         )
         self._grow_cache = jax.jit(_grow_cache, static_argnames=("slots", "shardings"))
-        self._decode = jax.jit(
+        self.decode_program = jax.jit(
             self._counted("decode", _decode),
             static_argnames=static + ("prompt_len", "window"),
             donate_argnames=("state",),
@@ -737,7 +753,7 @@ class Sampler:
         return dict(self._traces)
 
     # ---------------------------------------------------------------- placement
-    def _shardings(self, rows: int, max_new_tokens: int) -> _StaticShardings | None:
+    def call_shardings(self, rows: int, max_new_tokens: int) -> _StaticShardings | None:
         """Shardings of a call's rows and decode cache (batch over ("data", "fsdp"), kv heads
         over "tensor", by `rar_jax.parallel` rules), or None without a mesh."""
         if self.mesh is None:
@@ -826,11 +842,11 @@ class Sampler:
         static = dict(
             top_k=int(sampling.top_k), use_top_p=sampling.top_p < 1.0, greedy=bool(sampling.greedy),
             stop_ids=self.stop_ids, pad_id=self.pad_id,
-            shardings=self._shardings(rows, max_new),
+            shardings=self.call_shardings(rows, max_new),
         )
         temperature = jnp.asarray(sampling.temperature, jnp.float32)
         top_p = jnp.asarray(sampling.top_p, jnp.float32)
-        state = self._prefill(
+        state = self.prefill_program(
             self.graphdef, params, self._put_rows(tokens), self._put_rows(positions),
             self._put_rows(mask), self._put_rows(row_active), key, temperature, top_p,
             num_samples=samples, max_new_tokens=max_new,
@@ -850,7 +866,7 @@ class Sampler:
                     state = state._replace(cache=self._grow_cache(
                         state.cache, slots=window, shardings=static["shardings"]
                     ))
-                state = self._decode(
+                state = self.decode_program(
                     self.graphdef, params, state, jnp.asarray(stop_step, jnp.int32), temperature,
                     top_p, prompt_len=prompt_len, window=window, **static,
                 )

@@ -163,7 +163,8 @@ class SFTTrainer(TrainingLoop):
         self.state_shardings = param_shardings(state, self.mesh)
         self.state = jax.device_put(state, self.state_shardings)
         step = functools.partial(train_step.sft_step, graphdef=self.graphdef,
-                                 optimizer=optimizer, rl=rl, optim=config.optim)
+                                 optimizer=optimizer, rl=rl, optim=config.optim,
+                                 grad_shardings=self.state_shardings.params)
         self._step = train_step.jit_train_step(step, self.state_shardings, self.mesh,
                                                train_step.SFTBatch)
         self._loss = jax.jit(

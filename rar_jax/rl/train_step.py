@@ -106,6 +106,7 @@ def token_logprobs(
     attention_mask: jax.Array,
     *,
     logprob_fn: Callable[..., tuple[jax.Array, jax.Array]],
+    micro_batch_size: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
     """Per-token log-probs and entropies of ``tokens`` under the model, aligned with ``tokens``.
 
@@ -114,10 +115,19 @@ def token_logprobs(
         tokens, positions, attention_mask: [b, t] as in :class:`Batch`.
         logprob_fn: ``(hidden, lm_head, targets) -> (logprobs, entropy)`` (see
             :func:`rar_jax.rl.grpo.logprob_fn`); chunked, so [b, t, vocab] never exists.
+        micro_batch_size: rows per forward pass (``lax.map`` over micro-batches), so a pass over
+            a whole GRPO batch (reference and recomputed old log-probs) holds the activations of
+            that many rows only; 0 (or >= b) = all rows at once. Same values either way.
 
     Returns:
         (logprobs f32[b, t], entropy f32[b, t]); column 0 is 0 (no token predicts it).
     """
+    rows = tokens.shape[0]
+    if 0 < micro_batch_size < rows:
+        forward = functools.partial(token_logprobs, graphdef, params, logprob_fn=logprob_fn)
+        micro = _micro_batches((tokens, positions, attention_mask), micro_batch_size, rows)
+        logprobs, entropy = jax.lax.map(lambda xs: forward(*xs), micro)
+        return logprobs.reshape(tokens.shape), entropy.reshape(tokens.shape)
     model = nnx.merge(graphdef, params)
     hidden, _ = model(
         tokens[:, :-1], positions[:, :-1], attention_mask=attention_mask[:, :-1], return_hidden=True
@@ -127,9 +137,31 @@ def token_logprobs(
     return jnp.pad(logprobs, pad), jnp.pad(entropy, pad)
 
 
-def _micro_batches(batch: Any, micro_batch_size: int) -> Any:
-    """``batch`` (a NamedTuple of row-major arrays) as ``[count, micro_batch_size, ...]``."""
-    rows = batch.tokens.shape[0]
+def jit_logprobs(
+    graphdef: nnx.GraphDef,
+    rl: config_dict.ConfigDict,
+    *,
+    temperature: float,
+    param_shardings: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """``(params, tokens, positions, attention_mask) -> (logprobs, entropy)`` jitted: the
+    reference / old log-prob pass of the trainer, micro-batched by ``rl.micro_batch_size``,
+    rows sharded like the train step's batch when ``param_shardings`` and ``mesh`` are given."""
+    forward = functools.partial(
+        token_logprobs, graphdef,
+        logprob_fn=grpo.logprob_fn(rl, temperature=temperature),
+        micro_batch_size=rl.micro_batch_size,
+    )
+    if param_shardings is None:
+        return jax.jit(forward)
+    rows = batch_sharding(mesh, 2)
+    return jax.jit(forward, in_shardings=(param_shardings, rows, rows, rows),
+                   out_shardings=(rows, rows))
+
+
+def _micro_batches(batch: Any, micro_batch_size: int, rows: int) -> Any:
+    """``batch`` (a pytree of ``[rows, ...]`` arrays) as ``[count, micro_batch_size, ...]``."""
     if micro_batch_size <= 0 or micro_batch_size >= rows:
         return jax.tree.map(lambda x: x[None], batch)
     if rows % micro_batch_size:
@@ -148,6 +180,7 @@ def accumulated_update(
     optimizer: optax.GradientTransformation,
     optim: config_dict.ConfigDict,
     micro_batch_size: int,
+    grad_shardings: Any = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser update from the exact global loss of ``batch``, computed in micro-batches.
 
@@ -161,6 +194,10 @@ def accumulated_update(
         optimizer: from :func:`make_train_state`.
         optim: the ``optim`` config section (for the learning-rate metric).
         micro_batch_size: rows per micro-batch (0 or >= rows: the whole batch at once).
+        grad_shardings: the parameters' shardings (None: left to XLA). Constraining every
+            micro-batch's gradients and their running sum to them keeps gradients sharded like
+            the parameters under fsdp (XLA reduce-scatters them); left to itself, XLA may
+            all-reduce a full replicated gradient per device.
 
     Returns:
         (new state, metrics): ``loss`` (global), ``loss_denominator``, ``grad_norm``,
@@ -175,6 +212,8 @@ def accumulated_update(
     def accumulate(carry: Any, micro: Any) -> tuple[Any, None]:
         grads_sum, loss_sum, denominator, metric_sums = carry
         grads, out = grad_fn(state.params, micro)
+        if grad_shardings is not None:
+            grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
         carry = (
             jax.tree.map(jnp.add, grads_sum, grads),
             loss_sum + out.loss_sum,
@@ -183,11 +222,14 @@ def accumulated_update(
         )
         return carry, None
 
-    micro_batches = _micro_batches(batch, micro_batch_size)
+    micro_batches = _micro_batches(batch, micro_batch_size, batch.tokens.shape[0])
     first = jax.tree.map(lambda x: x[0], micro_batches)
     metric_shapes = jax.eval_shape(lambda: micro_loss(state.params, first).metrics)
     zeros = functools.partial(jax.tree.map, lambda x: jnp.zeros(x.shape, x.dtype))
-    init = (zeros(state.params), jnp.zeros(()), jnp.zeros(()), zeros(metric_shapes))
+    grads_zero = zeros(state.params)
+    if grad_shardings is not None:
+        grads_zero = jax.lax.with_sharding_constraint(grads_zero, grad_shardings)
+    init = (grads_zero, jnp.zeros(()), jnp.zeros(()), zeros(metric_shapes))
     (grads_sum, loss_sum, denominator, metric_sums), _ = jax.lax.scan(
         accumulate, init, micro_batches
     )
@@ -219,6 +261,7 @@ def grpo_step(
     rl: config_dict.ConfigDict,
     optim: config_dict.ConfigDict,
     temperature: float,
+    grad_shardings: Any = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One GRPO update from a batch of rollouts (pure; jit it with :func:`jit_train_step`).
 
@@ -230,6 +273,7 @@ def grpo_step(
         rl: the ``rl`` config section (loss, KL, chunking, micro-batching, old log-probs).
         optim: the ``optim`` config section (for the learning-rate metric).
         temperature: the sampling temperature (log-probs are of the tempered distribution).
+        grad_shardings: see :func:`accumulated_update`.
 
     Returns:
         (new state, metrics): scalars; ``loss`` is the exact global loss of the batch.
@@ -255,7 +299,8 @@ def grpo_step(
         )
 
     return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
-                              micro_batch_size=rl.micro_batch_size)
+                              micro_batch_size=rl.micro_batch_size,
+                              grad_shardings=grad_shardings)
 
 
 def sft_loss(
@@ -278,6 +323,7 @@ def sft_step(
     optimizer: optax.GradientTransformation,
     rl: config_dict.ConfigDict,
     optim: config_dict.ConfigDict,
+    grad_shardings: Any = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One supervised update (Expert-Answer-SFT): the mean NLL of the batch's answer tokens.
 
@@ -286,7 +332,8 @@ def sft_step(
     """
     micro_loss = functools.partial(sft_loss, graphdef=graphdef, rl=rl)
     return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
-                              micro_batch_size=rl.micro_batch_size)
+                              micro_batch_size=rl.micro_batch_size,
+                              grad_shardings=grad_shardings)
 
 
 def batch_shardings(mesh: jax.sharding.Mesh, batch_type: type = Batch) -> Any:

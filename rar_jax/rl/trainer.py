@@ -39,8 +39,9 @@ from rar_jax import checkpoint as checkpoint_lib
 from rar_jax import metrics as metrics_lib
 from rar_jax.data.examples import Example, ExampleStream
 from rar_jax.models.batching import bucket_size
-from rar_jax.models.sampler import Sampler, SamplingParams
+from rar_jax.models.sampler import SampleOutput, Sampler, SamplingParams
 from rar_jax.parallel import make_mesh, param_shardings
+from rar_jax.parallel.chips import peak_flops_per_device
 from rar_jax.rl import grpo, train_step
 from rar_jax.rl.loop import TrainingLoop, fault_point
 from rar_jax.rubrics.schema import CATEGORY_IDS, Category, rubric_arrays
@@ -297,14 +298,12 @@ class GRPOTrainer(TrainingLoop):
             rl=rl,
             optim=config.optim,
             temperature=config.sampling.temperature,
+            grad_shardings=self.state_shardings.params,
         )
         self._step = train_step.jit_train_step(step, self.state_shardings, self.mesh)
-        self._logprobs = jax.jit(
-            functools.partial(
-                train_step.token_logprobs,
-                self.graphdef,
-                logprob_fn=grpo.logprob_fn(rl, temperature=config.sampling.temperature),
-            )
+        self._logprobs = train_step.jit_logprobs(
+            self.graphdef, rl, temperature=config.sampling.temperature,
+            param_shardings=self.state_shardings.params, mesh=self.mesh,
         )
         self.reference_params = None
         if rl.kl.beta > 0:
@@ -347,7 +346,15 @@ class GRPOTrainer(TrainingLoop):
         """Answers (prompt-major, ``sampling.num_samples`` per example) and their rewards."""
         prompts = [prompt_tokens(self.tokenizer, example) for example in examples]
         start = time.perf_counter()
-        output = self.sampler.generate(prompts, sampling, key, params=self.state.params)
+        # rl.rollout_chunk_prompts prompts per sampler call bound the KV cache; call i > 0
+        # draws with fold_in(key, first prompt of the call).
+        chunk = self.config.rl.rollout_chunk_prompts or len(prompts)
+        offsets = range(0, len(prompts), chunk)
+        output = SampleOutput.concatenate([
+            self.sampler.generate(prompts[offset:offset + chunk], sampling,
+                                  jax.random.fold_in(key, offset) if offset else key,
+                                  params=self.state.params)
+            for offset in offsets], offsets)
         sampled = time.perf_counter()
         repeated = [examples[i] for i in output.prompt_indices]
         result = self.reward_fn(repeated, output.texts)
@@ -378,6 +385,7 @@ class GRPOTrainer(TrainingLoop):
             pad_id=self.sampler.pad_id,
         )
         start = time.perf_counter()
+        batch = jax.device_put(batch, train_step.batch_shardings(self.mesh))
         if rl.old_logprobs == "recompute":
             old, _ = self._logprobs(self.state.params, batch.tokens, batch.positions, batch.attention_mask)
             batch = batch._replace(old_logprobs=old)
@@ -389,7 +397,6 @@ class GRPOTrainer(TrainingLoop):
             # Waited for, so that time/reference_s is the pass itself, apart from the update.
             batch = batch._replace(ref_logprobs=ref.block_until_ready())
             reference_s = time.perf_counter() - referencing
-        batch = jax.device_put(batch, train_step.batch_shardings(self.mesh))
         for _ in range(rl.num_iterations):
             self.state, step_metrics = self._step(self.state, batch)
         step_metrics = jax.device_get(step_metrics)
@@ -422,8 +429,10 @@ class GRPOTrainer(TrainingLoop):
             **{name: float(value) for name, value in step_metrics.items()},
             **rubric_metrics(judged_examples(config, repeated), result),
         }
-        if config.metrics.peak_flops_per_device > 0:
-            peak = config.metrics.peak_flops_per_device * self.mesh.size
+        peak_per_device = peak_flops_per_device(config.metrics.peak_flops_per_device,
+                                                self.mesh.devices.flat[0].device_kind)
+        if peak_per_device > 0:
+            peak = peak_per_device * self.mesh.size
             metrics["throughput/mfu"] = metrics["throughput/model_flops_per_s"] / peak
         failures = [reason for reason in result.reasons if reason]
         if failures:

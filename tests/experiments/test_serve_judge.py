@@ -230,8 +230,8 @@ def test_a_client_that_leaves_during_generation_stops_it(tiny, monkeypatch, capl
     engine = serve_judge.ChatCompletionEngine(model, tokenizer, model_name="tiny-judge",
                                               max_new_tokens_cap=64, cancel_check_tokens=4)
     chunks = []
-    decode = engine.sampler._decode
-    monkeypatch.setattr(engine.sampler, "_decode",
+    decode = engine.sampler.decode_program
+    monkeypatch.setattr(engine.sampler, "decode_program",
                         lambda *a, **k: chunks.append(1) or decode(*a, **k))
     request = serve_judge.parse_chat_request(
         {"messages": CONVERSATIONS[0], "max_tokens": 64, "temperature": 0,

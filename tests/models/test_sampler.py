@@ -18,6 +18,7 @@ from rar_jax.models.sampler import (
     FINISH_EOS,
     FINISH_LENGTH,
     FINISH_STOP_STRING,
+    SampleOutput,
     Sampler,
     SamplingParams,
     find_stop_string,
@@ -196,6 +197,22 @@ def test_batched_greedy_equals_one_prompt_at_a_time(tiny):
         for sample in range(2):
             np.testing.assert_array_equal(batched.tokens[2 * index + sample], alone.tokens[sample])
             np.testing.assert_allclose(batched.logprobs[2 * index + sample], alone.logprobs[sample], atol=1e-5)
+
+
+def test_concatenated_calls_equal_one_call(tiny):
+    """Rollouts in chunks of prompts (rl.rollout_chunk_prompts) give the rows of one call."""
+    sampler = Sampler(tiny, stop_ids=())
+    sampling = SamplingParams(max_new_tokens=5, greedy=True, num_samples=2)
+    whole = sampler.generate(PROMPTS, sampling, jax.random.key(0))
+    parts = [sampler.generate(PROMPTS[:2], sampling, jax.random.key(0)),
+             sampler.generate(PROMPTS[2:], sampling, jax.random.key(0))]
+    joined = SampleOutput.concatenate(parts, [0, 2])
+    np.testing.assert_array_equal(joined.prompt_indices, [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(joined.prompt_indices, whole.prompt_indices)
+    np.testing.assert_array_equal(joined.tokens, whole.tokens)
+    np.testing.assert_array_equal(joined.lengths, whole.lengths)
+    np.testing.assert_allclose(joined.logprobs, whole.logprobs, atol=1e-5)
+    assert joined.finish_reasons == whole.finish_reasons and len(joined.texts) == 6
 
 
 def test_stop_id_ends_a_row(tiny):

@@ -40,6 +40,20 @@ def test_logprobs_match_the_full_logits_path():
     np.testing.assert_allclose(np.asarray(got)[mask], np.asarray(want)[mask], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("micro_batch_size", [1, 2])
+def test_micro_batched_logprobs_equal_the_whole_batch(micro_batch_size):
+    config = tiny_config()
+    graphdef, state, _ = _setup(config)
+    batch = tiny_batch()
+    logprob_fn = grpo.logprob_fn(config.rl, temperature=1.0)
+    args = (graphdef, state.params, batch.tokens, batch.positions, batch.attention_mask)
+    whole = train_step.token_logprobs(*args, logprob_fn=logprob_fn)
+    micro = train_step.token_logprobs(*args, logprob_fn=logprob_fn,
+                                      micro_batch_size=micro_batch_size)
+    for got, want in zip(micro, whole):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_on_policy_step_has_ratio_one_and_policy_gradient():
     config = tiny_config()
