@@ -344,7 +344,10 @@ def paper_hyperparameters(config: config_dict.ConfigDict) -> None:
     config.rl.max_sequence_length = PAPER_CONTEXT
     config.rl.max_prompt_length = PAPER_MAX_PROMPT
     config.rl.max_completion_length = PAPER_CONTEXT - PAPER_MAX_PROMPT
-    config.rl.micro_batch_size = 16
+    # What rar-compile found to fit one node of 8 chips (docs/pod_plan.md): micro-batches of 4
+    # rows (384 per update of 1,536 rows) and rollouts of 32 prompts (512 rows) per sampler call.
+    config.rl.micro_batch_size = 4
+    config.rl.rollout_chunk_prompts = 32
     config.sampling.temperature = 1.0
     config.optim.learning_rate = 5e-6
     config.optim.warmup_fraction = 0.1

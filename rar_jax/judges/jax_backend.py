@@ -65,7 +65,7 @@ from flax import nnx
 from rar_jax.judges import parsing
 from rar_jax.judges.aggregation import expected_rating
 from rar_jax.judges.prompts import JudgePrompt
-from rar_jax.models.batching import bucket_size, left_pad
+from rar_jax.models.batching import bucket_size, left_pad, power_of_two_buckets
 from rar_jax.models.decoder import Decoder, KVCache, init_cache
 
 __all__ = [
@@ -82,7 +82,6 @@ __all__ = [
     "TokenizedVerdictPrompt",
     "VerdictOptions",
     "digit_start_mask",
-    "row_buckets",
     "shared_prefix_length",
     "tokenize_verdict_prompt",
 ]
@@ -251,16 +250,6 @@ def digit_start_mask(tokenizer: Any, vocab_size: int) -> np.ndarray:
         text = tokenizer.decode([token_id])
         mask[token_id] = bool(text) and text[0] in "0123456789"
     return mask
-
-
-def row_buckets(batch_size: int) -> tuple[int, ...]:
-    """Row counts a chunk is padded to: powers of two below ``batch_size``, then ``batch_size``."""
-    sizes, size = [], 1
-    while size < batch_size:
-        sizes.append(size)
-        size *= 2
-    sizes.append(batch_size)
-    return tuple(sizes)
 
 
 def _project_log_softmax(model: Decoder, hidden: jax.Array) -> jax.Array:
@@ -563,7 +552,7 @@ class JaxJudge:
                 f"{tuple(length_buckets)}"
             )
         self.length_buckets = tuple(int(length) for length in length_buckets)
-        self._row_buckets = row_buckets(batch_size)
+        self._row_buckets = power_of_two_buckets(batch_size)
         self._non_digit: jax.Array | None = None
         self.last_stats = ScoringStats()
         self._prefill = PREFILL_PREFIXES
@@ -590,7 +579,7 @@ class JaxJudge:
         return self._non_digit
 
     def _row_bucket(self, rows: int) -> int:
-        return next(size for size in self._row_buckets if size >= rows)
+        return bucket_size(rows, self._row_buckets)
 
     # ---------------------------------------------------------------- verdict scoring
     def option_logprobs(

@@ -1,7 +1,7 @@
 """Bucketed shapes and left padding: the one way the project turns token id lists into blocks.
 
 A jitted program compiles once per shape, so lengths and row counts are rounded up to a bucket
-(:func:`bucket_size`) and id lists are left-padded into a ``[rows, length]`` block with explicit
+(:func:`bucket_size`, over fixed buckets or :func:`power_of_two_buckets`) and id lists are left-padded into a ``[rows, length]`` block with explicit
 positions and mask (:func:`left_pad`). The sampler, the in-process judge, the trainer and the judge
 server all use these two functions.
 """
@@ -31,6 +31,17 @@ def bucket_size(value: int, buckets: Sequence[int], multiple_of: int = 1) -> int
         largest = buckets[-1]
         size = -(-value // largest) * largest
     return int(-(-size // multiple_of) * multiple_of)
+
+
+def power_of_two_buckets(largest: int) -> tuple[int, ...]:
+    """Buckets of 1, 2, 4, ... below ``largest``, then ``largest`` (e.g. a judge's row counts up to
+    its batch size: 12 -> (1, 2, 4, 8, 12))."""
+    sizes, size = [], 1
+    while size < largest:
+        sizes.append(size)
+        size *= 2
+    sizes.append(largest)
+    return tuple(sizes)
 
 
 def left_pad(

@@ -22,12 +22,12 @@ from rar_jax.judges.jax_backend import (
     JaxJudge,
     VerdictOptions,
     digit_start_mask,
-    row_buckets,
     shared_prefix_length,
     tokenize_verdict_prompt,
 )
 from rar_jax.judges.prompts import JudgePrompt
 from rar_jax.models import Decoder, ModelConfig, Tokenizer
+from rar_jax.models.batching import power_of_two_buckets
 
 REFERENCE_LENGTH = 768  # Brute-force forwards are right-padded to this many tokens (one compile).
 
@@ -177,8 +177,8 @@ def brute(model, tokenizer) -> BruteForce:
 def test_helpers_pad_and_share():
     assert shared_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
     assert shared_prefix_length([[5], [6]]) == 0
-    assert row_buckets(12) == (1, 2, 4, 8, 12)
-    assert row_buckets(1) == (1,)
+    assert power_of_two_buckets(12) == (1, 2, 4, 8, 12)
+    assert power_of_two_buckets(1) == (1,)
 
 
 def test_tokenization_of_verdicts_matches_smollm2(tokenizer):
