@@ -198,6 +198,25 @@ def test_paper_table_rows_and_their_numbers():
         common["data_spec"]("science", "physician")
 
 
+def test_the_paper_configs_compile_five_sets_of_programs():
+    """docs/pod_plan.md plans five configs: every paper config has the programs of one of them
+    (the others differ in data, reward method, prompts and seed, which compile nothing)."""
+    from rar_jax.aot.plan import program_shapes
+
+    groups: dict[str, list[str]] = {}
+    for name in NAMES:
+        groups.setdefault(program_shapes(load_config(name), sft=name == SFT), []).append(name)
+    planned = {"medicine_rar_implicit", SFT, "table11_qwen32b_implicit",
+               "table11_qwen14b_implicit", "table11_qwen7b_implicit"}
+    assert len(groups) == 5
+    for members in groups.values():
+        [representative] = planned & set(members)
+        if representative.startswith("table11_qwen"):
+            assert members == [representative.replace("implicit", "direct_likert"),
+                               representative]
+    assert max(map(len, groups.values())) == len(NAMES) - 7
+
+
 def test_require_reference_gives_every_method_one_pool():
     from rar_jax.data.examples import Example
 

@@ -71,8 +71,7 @@ class Plan:
 
     def program_seconds(self, program: ProgramReport) -> float:
         """Roofline seconds of one run of ``program`` on this chip."""
-        return self.chip.roofline_seconds(program.analytic_flops,
-                                          program.bytes_per_run(program.argument_bytes))
+        return self.chip.roofline_seconds(program.analytic_flops, program.bytes_per_run())
 
     def step_seconds(self) -> float:
         """Roofline seconds of one training step (every program, as often as a step runs it)."""
@@ -113,7 +112,7 @@ class Plan:
                 f"  {p.name:<14} {p.devices:>5} {p.argument_bytes / GIB:>9.2f} "
                 f"{p.output_bytes / GIB:>8.2f} {p.temp_bytes / GIB:>9.2f} "
                 f"{p.peak_bytes / GIB:>9.2f} {p.analytic_flops / 1e12:>10.3f} "
-                f"({p.xla_flops / 1e12:.3f}) {p.bytes_per_run(p.argument_bytes) / 1e9:>9.2f} "
+                f"({p.xla_flops / 1e12:.3f}) {p.bytes_per_run() / 1e9:>9.2f} "
                 f"{self.program_seconds(p):>11.4f} {p.runs_per_step:>7g}  {collectives}")
             lines.append(f"      {p.note}")
         margin = (self.chip.hbm_bytes - self.peak_bytes()) / GIB
@@ -136,6 +135,31 @@ def settings_of(config: config_dict.ConfigDict) -> dict[str, Any]:
         "param_dtype": config.model.param_dtype,
         "sft_batch_size": config.sft.batch_size,
     }
+
+
+def program_shapes(config: config_dict.ConfigDict, *, sft: bool) -> str:
+    """What decides a config's compiled programs (models, dtypes, shapes, mesh, judge placement),
+    as a JSON string: configs with equal strings have the same programs and share one plan (the
+    paper configs differ mostly in data, reward method and prompts, which compile nothing)."""
+    rl, model = config.rl, config.model
+    key: dict[str, Any] = {
+        "job": "sft" if sft else "grpo", "policy": model.source,
+        "model": [model.dtype, model.param_dtype, model.remat_policy, model.attention_chunk],
+        "mesh": [config.mesh.data, config.mesh.fsdp, config.mesh.tensor],
+        "shapes": [rl.max_prompt_length, rl.max_completion_length, rl.pad_prompts_to_max_length,
+                   rl.micro_batch_size, rl.logprob_chunk_size],
+        "optim": [config.optim.weight_decay > 0],
+    }
+    if sft:
+        key["rows"] = config.sft.batch_size
+    else:
+        key["rows"] = [rl.prompts_per_step, rl.num_generations, rl.rollout_chunk_prompts,
+                       rl.kl.beta > 0, rl.kl.reference_on_host, rl.old_logprobs]
+        if config.judge.backend == "jax":
+            key["judge"] = [config.judge.model_source, config.judge.devices,
+                            config.judge.batch_size, config.reward.method in (
+                                "rar_explicit", "healthbench_points", "rar_predefined")]
+    return json.dumps(key, sort_keys=True)
 
 
 def compile_plan(config: config_dict.ConfigDict, topology: str, *, name: str, sft: bool,

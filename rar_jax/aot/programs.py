@@ -73,6 +73,8 @@ class ProgramReport:
         analytic_flops: our count of the program's FLOPs per device.
         xla_flops, xla_bytes_accessed: XLA's cost analysis (loop bodies counted once).
         collectives: count of each collective op in the compiled program.
+        analytic_bytes: our count of HBM bytes one run reads and writes per device (0: use
+            XLA's), for programs where XLA's count is known to be off (the decode loop).
         compile_seconds: wall time of lowering and compiling.
         note: what the shapes are.
     """
@@ -92,6 +94,7 @@ class ProgramReport:
     collectives: dict[str, int]
     compile_seconds: float
     note: str
+    analytic_bytes: float = 0.0
 
     @property
     def peak_bytes(self) -> int:
@@ -100,9 +103,13 @@ class ProgramReport:
                  - self.alias_bytes + self.temp_bytes)
         return self.resident_bytes + max(added, 0)
 
-    def bytes_per_run(self, fallback: float) -> float:
-        """HBM bytes one run reads and writes: XLA's count, or ``fallback`` when XLA gave none."""
-        return self.xla_bytes_accessed if self.xla_bytes_accessed > 0 else fallback
+    def bytes_per_run(self) -> float:
+        """HBM bytes one run reads and writes per device: ours where we count them, else XLA's,
+        else the arguments (a program the compiler refused)."""
+        for count in (self.analytic_bytes, self.xla_bytes_accessed):
+            if count > 0:
+                return count
+        return float(self.argument_bytes)
 
 
 def _sds(tree: Any, shardings: Any) -> Any:
@@ -353,6 +360,12 @@ class Planner:
             tokens=shardings.rows2d, logprobs=shardings.rows2d, done=shardings.rows,
             lengths=shardings.rows, step=row, key=row))
         stop = jax.ShapeDtypeStruct((), jnp.int32, sharding=row)
+        # XLA's bytes for the decode loop add the once-per-call weight layout to one token's
+        # work; per token a device reads the weights in the compute dtype (gathered by fsdp,
+        # split by tensor parallelism) and its share of the KV cache (the loop state).
+        cache_bytes = _bytes_of(state.cache, self.size)
+        weight_bytes = (self.architecture.num_parameters()
+                        * jnp.dtype(self.architecture.dtype).itemsize / self.mesh.shape["tensor"])
         decode = compile_report(
             "decode", sampler.decode_program,
             (self.graphdef, self.params, state, stop, scalar, scalar),
@@ -363,6 +376,7 @@ class Planner:
             analytic_flops=flops_lib.decode_flops(self.architecture, rows, width) / self.size,
             note=f"one token for {rows} rows over a {width}-slot cache; {answer - 1} steps per "
                  "call")
+        decode.analytic_bytes = weight_bytes + cache_bytes
         return prefill, decode
 
     def judge(self) -> tuple[ProgramReport | None, int]:

@@ -88,6 +88,12 @@ def test_tiny_programs_compile_for_v5e_with_memory_flops_and_fsdp_collectives(tm
     train = programs["train_step"].collectives
     assert train.get("all-gather", 0) > 0
     assert train.get("reduce-scatter", 0) + train.get("all-reduce", 0) > 0
+    # A decode step reads the whole (gathered) weights and its share of the KV cache: 16 rows
+    # (2 prompts padded to 4 to split over 4 devices, x 4 answers) of 64 slots, 1 layer, keys
+    # and values of 2 heads x 16, f32, and a bool slot mask, over 4 devices.
+    weights = model_shapes.model_architecture(str(tmp_path)).num_parameters() * 4
+    assert programs["decode"].analytic_bytes == weights + 16 * 64 * (2 * 2 * 16 * 4 + 1) / 4
+    assert programs["decode"].bytes_per_run() == programs["decode"].analytic_bytes
     assert grpo.fits() and sft.fits()
     assert "FITS with" in grpo.text()
     decoded = grpo.to_json()
