@@ -41,7 +41,6 @@ SEARCH_TOPOLOGIES = {
 }
 # A GPU node is estimated from the TPU topology with its number of chips.
 GPU_STAND_INS = {1: "v5p:1x1x1", 4: "v5p:2x2x1", 8: "v5p:2x2x2", 16: "v5p:2x2x4"}
-PAPER_STEPS = 300
 
 
 @dataclasses.dataclass
@@ -163,9 +162,10 @@ def program_shapes(config: config_dict.ConfigDict, *, sft: bool) -> str:
 
 
 def compile_plan(config: config_dict.ConfigDict, topology: str, *, name: str, sft: bool,
-                 steps: int = PAPER_STEPS) -> Plan:
+                 steps: int | None = None) -> Plan:
     """Compiles every program of ``config`` for ``topology`` (a TPU topology, or ``h100:<n>`` /
-    ``h200:<n>`` estimated from a TPU topology of n chips)."""
+    ``h200:<n>`` estimated from a TPU topology of n chips); ``steps`` (default
+    ``optim.num_steps``) is the run length its days are given for."""
     chip = chip_of_topology(topology)
     if chip.tpu:
         compile_for = topology
@@ -178,7 +178,8 @@ def compile_plan(config: config_dict.ConfigDict, topology: str, *, name: str, sf
     planner = Planner(config, devices)
     programs = planner.programs(sft=sft)
     return Plan(config_name=name, topology=topology, chip=chip, devices=len(devices),
-                settings=settings_of(config), programs=programs, steps=steps)
+                settings=settings_of(config), programs=programs,
+                steps=config.optim.num_steps if steps is None else steps)
 
 
 def _candidates(config: config_dict.ConfigDict, devices: int) -> Iterator[config_dict.ConfigDict]:
@@ -262,12 +263,12 @@ def search(config: config_dict.ConfigDict, chip_name: str, *, name: str, sft: bo
 
 def plans_table(plans: Sequence[Plan]) -> str:
     """A Markdown table of plans (one row each)."""
-    lines = ["| config | topology | fits | peak GiB / chip | roofline step s | days / "
-             f"{PAPER_STEPS} steps | settings |", "|---|---|---|---|---|---|---|"]
+    lines = ["| config | topology | fits | peak GiB / chip | roofline step s | steps | roofline "
+             "days | settings |", "|---|---|---|---|---|---|---|---|"]
     for plan in plans:
         lines.append(
             f"| {plan.config_name} | {plan.topology}{' (est.)' if plan.estimate else ''} | "
             f"{'yes' if plan.fits() else 'no'} | {plan.peak_bytes() / GIB:.1f} of "
-            f"{plan.chip.hbm_bytes / GIB:.0f} | {plan.step_seconds():.1f} | "
+            f"{plan.chip.hbm_bytes / GIB:.0f} | {plan.step_seconds():.1f} | {plan.steps} | "
             f"{plan.step_seconds() * plan.steps / 86400:.2f} | {json.dumps(plan.settings)} |")
     return "\n".join(lines)

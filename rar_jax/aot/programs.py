@@ -414,12 +414,12 @@ class Planner:
             "rar_predefined" else 1)
         flops = flops_lib.forward_flops(architecture, rows, length, length)
         resident = judge_bytes if self.judge_devices else self.resident_bytes(judge_bytes)
+        owner = "its own" if self.judge_devices else "the policy's"
         report = compile_report(
             "judge", SCORE_OPTIONS, args, dict(terminated=True), devices=devices,
             runs_per_step=math.ceil(judged / rows), resident_bytes=resident,
             resident_argument_bytes=judge_bytes, analytic_flops=flops / devices,
-            note=f"{rows} judge prompts x {length} tokens on "
-                 f"{'its own ' if self.judge_devices else 'the policy'}'s {devices} devices")
+            note=f"{rows} judge prompts x {length} tokens on {owner} {devices} devices")
         return report, judge_bytes
 
     def sft_step(self) -> ProgramReport:
