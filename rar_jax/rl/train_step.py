@@ -234,7 +234,9 @@ def accumulated_update(
         accumulate, init, micro_batches
     )
     safe_denominator = jnp.maximum(denominator, 1.0)
-    grads = jax.tree.map(lambda g: g / safe_denominator, grads_sum)
+    # In the parameters' dtype: a bf16 gradient divided by the f32 denominator would be f32 and
+    # make the optimiser's moments f32 on one branch of apply_if_finite and bf16 on the other.
+    grads = jax.tree.map(lambda g: (g / safe_denominator).astype(g.dtype), grads_sum)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)

@@ -1,6 +1,8 @@
 """The GRPO train step on a tiny random decoder: exact on-policy ratio, exact micro-batching,
 gradients against an independent full-logits computation, skipped non-finite updates."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +54,30 @@ def test_micro_batched_logprobs_equal_the_whole_batch(micro_batch_size):
                                       micro_batch_size=micro_batch_size)
     for got, want in zip(micro, whole):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
+def test_a_step_keeps_bf16_parameters_and_moments_in_bf16():
+    """With bf16 parameters the update (skipped or not) keeps every dtype: apply_if_finite's two
+    branches must agree (an f32 gradient made the moments f32 on one of them)."""
+    import dataclasses
+
+    from grpo_batches import TINY
+    from rar_jax.models.decoder import Decoder
+
+    config = tiny_config()
+    model = Decoder(dataclasses.replace(TINY, param_dtype="bfloat16", dtype="bfloat16"),
+                    rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    state, optimizer = train_step.make_train_state(params, config.optim)
+    step = jax.jit(functools.partial(train_step.grpo_step, graphdef=graphdef,
+                                     optimizer=optimizer, rl=config.rl, optim=config.optim,
+                                     temperature=1.0))
+    new_state, metrics = step(state, tiny_batch())
+    assert np.isfinite(float(metrics["loss"])) and int(metrics["update_skipped"]) == 0
+    before = jax.tree.map(lambda x: x.dtype, state)
+    after = jax.tree.map(lambda x: x.dtype, new_state)
+    assert before == after
+    assert {leaf for leaf in jax.tree.leaves(after.params)} == {jnp.dtype(jnp.bfloat16)}
 
 
 @pytest.mark.slow

@@ -1,0 +1,427 @@
+"""Roofline benchmark: this machine's bounds, and each program of a GRPO step as a fraction of them.
+
+Not a test (CI never runs it). In one run it measures:
+
+* the machine's bounds: the f32 and bf16 (f32 accumulation) matrix-multiply rate of square
+  ``n x n`` products (best of ``--repeats`` timed calls after a compiling call; the rate is the
+  best over ``--matmul_sizes``), and the memory read bandwidth (best of ``--repeats`` jitted sums
+  of an f32 array of ``--bandwidth_mib`` MiB). Measured before the programs and again after them;
+  each bound is the better of the two, and both are reported so that a drift shows.
+* the decode loop (``Sampler.decode_program``, greedy, EOS disabled so that every row runs every
+  step) of the embedded SmolLM2-135M-Instruct in float32 at the quickstart's shapes (prompts padded
+  to ``rl.max_prompt_length``, ``rl.max_completion_length`` new tokens) at each of
+  ``--decode_batches``. The state after the prefill is made once per batch size; each timed call
+  decodes from a fresh copy of it, so the time excludes the prefill, the copy and compilation
+  (the per-call weight layout of ``decode_weights`` is part of the program and is included).
+  tokens/s = rows x decode steps / seconds; bytes per step = the weights in the compute dtype
+  (read once per step) + the KV cache buffers a step reads (the whole attention window of every
+  layer, their sizes as allocated); FLOPs per step from ``rar_jax.aot.flops.decode_flops`` over
+  the window.
+* the in-process judge's verdict scoring (``JaxJudge.score_binary``, ``judge.batch_size`` rows
+  per call) of every criterion of the first ``--judge_examples`` answers of ``--judge_dataset``
+  (the prompts of ``benchmarks/judge.py``), with and without prefix reuse. Tokens/s counts real
+  context tokens (``JaxJudge.last_stats``); FLOPs are counted per jitted call from the shapes it
+  ran (``forward_flops`` over the padded tokens and the cache slots attended, the LM head only
+  where it runs: the last position of each row, and each multi-token option's positions).
+  The time is the whole call (host tokenization included: what a trainer pays).
+* the GRPO update (``rl.train_step.grpo_step`` jitted by ``jit_train_step``, the quickstart's
+  ``rl`` and ``optim`` sections) on ``rows x tokens`` (default: the quickstart's 8 rows of
+  prompt + answer); FLOPs from ``train_flops`` over the ``tokens - 1`` positions the model runs.
+
+Each program is reported as a fraction of its bound: the bandwidth bound for decode at batch 1 and
+8 (``BANDWIDTH_BOUND_BATCHES``: every step must read all weights), the f32 matmul bound otherwise
+(the model runs in f32); each line names the bound it used, and decode lines give both fractions.
+The last line printed is one JSON object with every figure and fraction.
+
+    .venv/bin/python benchmarks/roofline.py --small      # a few minutes on 2 CPU cores
+    .venv/bin/python benchmarks/roofline.py              # fuller: more sizes and repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.judge import DEFAULT_PATHS  # noqa: E402
+from benchmarks.sampler import NO_EOS_ID, QUESTIONS  # noqa: E402
+from rar_jax.aot import flops as flops_lib  # noqa: E402
+from rar_jax.eval.judge_quality import healthbench_pairs, judge_prompts, kqa_pairs  # noqa: E402
+from rar_jax.judges.jax_backend import JaxJudge  # noqa: E402
+from rar_jax.models.batching import left_pad  # noqa: E402
+from rar_jax.models.config import ModelConfig  # noqa: E402
+from rar_jax.models.loading import load_from_config  # noqa: E402
+from rar_jax.models.sampler import Sampler, SamplingParams  # noqa: E402
+from rar_jax.rl import train_step  # noqa: E402
+
+QUICKSTART = REPO_ROOT / "configs" / "quickstart.py"
+BANDWIDTH_BOUND_BATCHES = (1, 8)  # Decode batches measured against the memory bound.
+
+
+# ------------------------------------------------------------------------------- timing
+def timed_runs(run: Callable[[], Any], repeats: int, prepare: Callable[[], Any] | None = None
+               ) -> tuple[float, list[float]]:
+    """The first call's seconds (compilation) and ``repeats`` further calls' seconds.
+
+    Args:
+        run: the work; called as ``run()`` or ``run(prepare())``, its result is waited for.
+        repeats: timed calls after the first.
+        prepare: optional untimed setup whose result is passed to ``run`` (e.g. a fresh copy of a
+            donated state).
+    """
+    def once() -> float:
+        argument = () if prepare is None else (jax.block_until_ready(prepare()),)
+        start = time.perf_counter()
+        jax.block_until_ready(run(*argument))
+        return time.perf_counter() - start
+
+    first = once()
+    return first, [once() for _ in range(repeats)]
+
+
+# ------------------------------------------------------------------------------- machine bounds
+def matmul_rate(size: int, dtype: str, repeats: int) -> dict[str, Any]:
+    """FLOP/s of a square ``[n, n] @ [n, n]`` product (2 n^3 FLOPs) in ``dtype``, f32 results."""
+    keys = jax.random.split(jax.random.key(0))
+    a, b = (jax.random.normal(k, (size, size), jnp.float32).astype(dtype) for k in keys)
+    product = jax.jit(functools.partial(jnp.matmul, preferred_element_type=jnp.float32))
+    _, seconds = timed_runs(lambda: product(a, b), repeats)
+    return {"size": size, "dtype": dtype, "best_s": min(seconds),
+            "flops_per_s": 2 * size**3 / min(seconds)}
+
+
+def read_bandwidth(mib: int, repeats: int) -> dict[str, Any]:
+    """Bytes/s of a jitted sum over an f32 array of ``mib`` MiB (each element read once)."""
+    array = jnp.ones((mib * 2**20 // 4,), jnp.float32)
+    total = jax.jit(jnp.sum)
+    _, seconds = timed_runs(lambda: total(array), repeats)
+    return {"mib": mib, "best_s": min(seconds), "bytes_per_s": array.nbytes / min(seconds)}
+
+
+def machine_bounds(sizes: list[int], bandwidth_mib: int, repeats: int) -> dict[str, Any]:
+    """Matmul rates per dtype and size (best over sizes) and the read bandwidth."""
+    bounds: dict[str, Any] = {}
+    for dtype in ("float32", "bfloat16"):
+        runs = [matmul_rate(size, dtype, repeats) for size in sizes]
+        bounds[f"matmul_{dtype}"] = {"flops_per_s": max(r["flops_per_s"] for r in runs),
+                                     "runs": runs}
+    bounds["read_bandwidth"] = read_bandwidth(bandwidth_mib, repeats)
+    return bounds
+
+
+def best_bounds(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """The better of the two measurements of each bound."""
+    return {
+        "matmul_float32_flops_per_s": max(m["matmul_float32"]["flops_per_s"] for m in (before, after)),
+        "matmul_bfloat16_flops_per_s": max(m["matmul_bfloat16"]["flops_per_s"]
+                                           for m in (before, after)),
+        "read_bytes_per_s": max(m["read_bandwidth"]["bytes_per_s"] for m in (before, after)),
+    }
+
+
+# ------------------------------------------------------------------------------- decode
+def decode_figures(sampler: Sampler, prompts: list[list[int]], batch: int, prompt_len: int,
+                   max_new: int, repeats: int) -> dict[str, Any]:
+    """Times the decode loop of ``batch`` rows after one prefill (see the module docstring).
+
+    Rows are ``min(batch, len(prompts))`` prompts times ``num_samples`` (the prefill replicates
+    each prompt's cache rows), so the prefill stays small while the decode work is ``batch`` rows.
+    """
+    count = min(batch, len(prompts))
+    if batch % count:
+        raise ValueError(f"decode batch {batch} is not a multiple of {count} prompts")
+    samples = batch // count
+    params = SamplingParams(max_new_tokens=max_new, greedy=True, num_samples=samples)
+    window = sampler.attention_window(prompt_len, 1, max_new)
+    stop_step = min(max_new, window - prompt_len + 1)
+    static = dict(top_k=0, use_top_p=False, greedy=True, stop_ids=sampler.stop_ids,
+                  pad_id=sampler.pad_id, shardings=None)
+    tokens, positions, mask = left_pad(prompts[:count], prompt_len, count, sampler.pad_id)
+    temperature = jnp.asarray(params.temperature, jnp.float32)
+    top_p = jnp.asarray(params.top_p, jnp.float32)
+    state = sampler.prefill_program(
+        sampler.graphdef, sampler.params, jnp.asarray(tokens), jnp.asarray(positions),
+        jnp.asarray(mask), jnp.ones(batch, bool), jax.random.key(0), temperature, top_p,
+        num_samples=samples, max_new_tokens=max_new, cache_slots=window, **static)
+    stop = jnp.asarray(stop_step, jnp.int32)
+
+    def decode(fresh: Any) -> Any:
+        return sampler.decode_program(sampler.graphdef, sampler.params, fresh, stop, temperature,
+                                      top_p, prompt_len=prompt_len, window=window, **static)
+
+    copy = functools.partial(jax.tree.map, jnp.copy, state)
+    first, seconds = timed_runs(decode, repeats, prepare=copy)
+    check = decode(copy())
+    steps = int(check.step) - 1
+    if steps != stop_step - 1 or not bool(jnp.all(check.lengths == stop_step)):
+        raise RuntimeError(f"decode batch {batch}: ran {steps} steps, expected {stop_step - 1}")
+    config = sampler.config
+    weight_bytes = config.num_parameters() * jnp.dtype(config.dtype).itemsize
+    cache_bytes = sum(a.nbytes for a in (*state.cache.keys, *state.cache.values))
+    flops_per_step = flops_lib.decode_flops(config, batch, window)
+    best = min(seconds)
+    steps_per_s = steps / best
+    return {
+        "rows": batch, "prompt_length": prompt_len, "cache_slots": window, "decode_steps": steps,
+        "first_call_s": first, "best_s": best, "median_s": statistics.median(seconds),
+        "tokens_per_s": batch * steps_per_s,
+        "weight_bytes_per_step": weight_bytes, "cache_bytes_per_step": cache_bytes,
+        "bytes_per_s": (weight_bytes + cache_bytes) * steps_per_s,
+        "flops_per_step": flops_per_step, "flops_per_s": flops_per_step * steps_per_s,
+    }
+
+
+# ------------------------------------------------------------------------------- judge
+def lm_head_flops(config: ModelConfig, tokens: int) -> float:
+    """The LM head's share of ``forward_flops`` for ``tokens`` tokens (its ``2 d V`` term)."""
+    return tokens * 2.0 * config.hidden_size * config.vocab_size
+
+
+class CountedCalls:
+    """Wraps a jitted judge function, adding each call's FLOPs (``count(args, kwargs)``)."""
+
+    def __init__(self, function: Any, count: Callable[..., float]):
+        self.function, self.count, self.flops = function, count, 0.0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.flops += self.count(args, kwargs)
+        return self.function(*args, **kwargs)
+
+    def _cache_size(self) -> int:
+        return self.function._cache_size()
+
+
+def prefill_call_flops(config: ModelConfig, args: tuple, kwargs: dict) -> float:
+    """``PREFILL_PREFIXES(graphdef, params, tokens [g, p], ...)``: g x p tokens over p slots, no
+    LM head."""
+    rows, length = args[2].shape
+    return (flops_lib.forward_flops(config, rows, length, length)
+            - lm_head_flops(config, rows * length))
+
+
+def score_call_flops(config: ModelConfig, args: tuple, kwargs: dict) -> float:
+    """``SCORE_OPTIONS(graphdef, params, cache, row_source, tokens [r, t], ..., option_tokens
+    [r, R, O], ...)``: r x t tokens over (cached prefix +) t + O slots with the LM head at the
+    last position of each row; then, for multi-token or terminated options, R forwards of r x O
+    tokens with the LM head at every position."""
+    cache, tokens, options = args[2], args[4], args[7]
+    rows, length = tokens.shape
+    _, num_options, option_length = options.shape
+    context = length + option_length + (0 if cache is None else cache.keys.shape[2])
+    total = (flops_lib.forward_flops(config, rows, length, context)
+             - lm_head_flops(config, rows * (length - 1)))
+    if option_length > 1 or kwargs.get("terminated", False):
+        total += num_options * flops_lib.forward_flops(config, rows, option_length, context)
+    return total
+
+
+def judge_figures(model: Any, tokenizer: Any, prompts: list, groups: list[int], batch_size: int,
+                  repeats: int) -> dict[str, dict[str, Any]]:
+    """Verdict scoring with and without prefix reuse, calls alternated between the two."""
+    config = model.config
+    judges, counters = {}, {}
+    for name, reuse in (("reuse", True), ("no_reuse", False)):
+        judge = JaxJudge(model, tokenizer, prefix_reuse=reuse, batch_size=batch_size)
+        judge._prefill = CountedCalls(judge._prefill, functools.partial(prefill_call_flops, config))
+        judge._score = CountedCalls(judge._score, functools.partial(score_call_flops, config))
+        judges[name], counters[name] = judge, (judge._prefill, judge._score)
+
+    def call(name: str) -> tuple[float, float]:
+        """(seconds, FLOPs) of one scoring call."""
+        for counter in counters[name]:
+            counter.flops = 0.0
+        start = time.perf_counter()
+        judges[name].score_binary(prompts, groups)
+        return time.perf_counter() - start, sum(counter.flops for counter in counters[name])
+
+    first = {name: call(name)[0] for name in judges}
+    seconds: dict[str, list[float]] = {name: [] for name in judges}
+    flops: dict[str, float] = {}
+    for _ in range(repeats):
+        for name in judges:
+            elapsed, flops[name] = call(name)
+            seconds[name].append(elapsed)
+    out = {}
+    for name, judge in judges.items():
+        stats, best = judge.last_stats, min(seconds[name])
+        out[name] = {
+            "judgments": len(prompts), "real_tokens": stats.real_tokens,
+            "padded_tokens": stats.padded_tokens, "option_tokens": stats.option_tokens,
+            "forwards": stats.forwards, "first_call_s": first[name], "best_s": best,
+            "median_s": statistics.median(seconds[name]),
+            "tokens_per_s": stats.real_tokens / best, "padded_tokens_per_s": stats.padded_tokens / best,
+            "flops": flops[name], "flops_per_s": flops[name] / best,
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------- train step
+def train_figures(config: Any, rows: int, tokens: int, repeats: int) -> dict[str, Any]:
+    """Times the jitted GRPO update on a synthetic ``rows x tokens`` batch (answers: the last
+    ``rl.max_completion_length`` tokens)."""
+    policy, _ = load_from_config(config.model)
+    graphdef, params = nnx.split(policy)
+    state, optimizer = train_step.make_train_state(params, config.optim)
+    step = jax.jit(functools.partial(
+        train_step.grpo_step, graphdef=graphdef, optimizer=optimizer, rl=config.rl,
+        optim=config.optim, temperature=config.sampling.temperature), donate_argnums=0)
+    rng = np.random.default_rng(0)
+    answer = min(config.rl.max_completion_length, tokens - 1)
+    loss_mask = np.zeros((rows, tokens), bool)
+    loss_mask[:, tokens - answer:] = True
+    batch = train_step.Batch(
+        tokens=jnp.asarray(rng.integers(0, policy.config.vocab_size, (rows, tokens)), jnp.int32),
+        positions=jnp.asarray(np.broadcast_to(np.arange(tokens), (rows, tokens)), jnp.int32),
+        attention_mask=jnp.ones((rows, tokens), bool), loss_mask=jnp.asarray(loss_mask),
+        advantages=jnp.asarray(rng.standard_normal(rows), jnp.float32),
+        old_logprobs=jnp.zeros((rows, tokens), jnp.float32),
+        ref_logprobs=jnp.zeros((rows, tokens), jnp.float32))
+    holder = {"state": state}
+
+    def run() -> Any:
+        holder["state"], metrics = step(holder["state"], batch)
+        return metrics["loss"]
+
+    first, seconds = timed_runs(run, repeats)
+    remat = config.model.remat_policy != "none"
+    flops = flops_lib.train_flops(policy.config, rows, tokens - 1, remat=remat)
+    best = min(seconds)
+    return {"rows": rows, "tokens": tokens, "remat": remat, "first_call_s": first, "best_s": best,
+            "median_s": statistics.median(seconds), "flops": flops, "flops_per_s": flops / best}
+
+
+# ------------------------------------------------------------------------------- main
+def quickstart_config() -> Any:
+    """``configs/quickstart.py``'s config."""
+    spec = importlib.util.spec_from_file_location("quickstart_config", QUICKSTART)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true",
+                        help="few sizes and repeats: a few minutes on 2 CPU cores")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure "
+                        "(default 5; --small: 2)")
+    parser.add_argument("--matmul_sizes", default=None,
+                        help="comma-separated n of n x n matmuls (default 2048,4096; --small: 2048)")
+    parser.add_argument("--bandwidth_mib", type=int, default=None,
+                        help="MiB of the f32 array summed (default 2048; --small: 1024)")
+    parser.add_argument("--decode_batches", default="1,8,32,128")
+    parser.add_argument("--max_new_tokens", type=int, default=None,
+                        help="default: the quickstart's rl.max_completion_length")
+    parser.add_argument("--judge_dataset", choices=sorted(DEFAULT_PATHS), default=None,
+                        help="default healthbench (long answers); --small: kqa (shorter)")
+    parser.add_argument("--judge_examples", type=int, default=None,
+                        help="answers whose criteria are judged (default 2; --small: 1)")
+    parser.add_argument("--train_rows", type=int, default=None,
+                        help="default: the quickstart's prompts x generations")
+    parser.add_argument("--train_tokens", type=int, default=None,
+                        help="default: the quickstart's prompt + completion lengths")
+    args = parser.parse_args()
+    small = args.small
+    defaults = dict(repeats=2 if small else 5, matmul_sizes="2048" if small else "2048,4096",
+                    bandwidth_mib=1024 if small else 2048,
+                    judge_dataset="kqa" if small else "healthbench",
+                    judge_examples=1 if small else 2)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name in ("repeats", "bandwidth_mib", "judge_examples"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    config = quickstart_config()
+    rl = config.rl
+    sizes = [int(s) for s in args.matmul_sizes.split(",")]
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f}", flush=True)
+    before = machine_bounds(sizes, args.bandwidth_mib, args.repeats)
+    print(f"bounds before: {json.dumps(best_bounds(before, before))}", flush=True)
+
+    model, tokenizer = load_from_config(config.model)
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}]) for q in QUESTIONS]
+    prompt_ids = [tokenizer.encode(t) for t in texts]
+    prompt_len = rl.max_prompt_length
+    if max(map(len, prompt_ids)) > prompt_len:
+        raise SystemExit(f"a benchmark prompt is longer than rl.max_prompt_length={prompt_len}")
+    max_new = args.max_new_tokens or rl.max_completion_length
+    sampler = Sampler(model, tokenizer, stop_ids=(NO_EOS_ID,), prompt_buckets=(prompt_len,))
+    decode = {}
+    for batch in (int(b) for b in args.decode_batches.split(",")):
+        decode[str(batch)] = decode_figures(sampler, prompt_ids, batch, prompt_len, max_new,
+                                            args.repeats)
+        shown = {k: round(v, 3) for k, v in decode[str(batch)].items()}
+        print(f"decode batch {batch}: {json.dumps(shown)}", flush=True)
+
+    path = DEFAULT_PATHS[args.judge_dataset]
+    pairs = (healthbench_pairs if args.judge_dataset == "healthbench" else kqa_pairs)(path).pairs
+    answers = set(list(dict.fromkeys(p.answer_id for p in pairs))[: args.judge_examples])
+    prompts, groups = judge_prompts([p for p in pairs if p.answer_id in answers])
+    judge = judge_figures(model, tokenizer, prompts, groups, config.judge.batch_size, args.repeats)
+    for name, figures in judge.items():
+        print(f"judge {name}: {json.dumps({k: round(v, 3) for k, v in figures.items()})}",
+              flush=True)
+
+    train = train_figures(config, args.train_rows or rl.prompts_per_step * rl.num_generations,
+                          args.train_tokens or rl.max_prompt_length + rl.max_completion_length,
+                          args.repeats)
+    print(f"train step: {json.dumps({k: round(v, 3) for k, v in train.items()})}", flush=True)
+
+    after = machine_bounds(sizes, args.bandwidth_mib, args.repeats)
+    bounds = best_bounds(before, after)
+    matmul, bandwidth = bounds["matmul_float32_flops_per_s"], bounds["read_bytes_per_s"]
+    fractions: dict[str, Any] = {}
+    for batch, figures in decode.items():
+        figures["fraction_of_bandwidth"] = figures["bytes_per_s"] / bandwidth
+        figures["fraction_of_matmul"] = figures["flops_per_s"] / matmul
+        memory_bound = int(batch) in BANDWIDTH_BOUND_BATCHES
+        figures["bound"] = "read_bandwidth" if memory_bound else "matmul_float32"
+        figures["fraction"] = figures["fraction_of_bandwidth" if memory_bound else "fraction_of_matmul"]
+        fractions[f"decode_{batch}"] = figures["fraction"]
+    for figures in (*judge.values(), train):
+        figures["bound"] = "matmul_float32"
+        figures["fraction"] = figures["flops_per_s"] / matmul
+    fractions.update({f"judge_{name}": figures["fraction"] for name, figures in judge.items()})
+    fractions["train_step"] = train["fraction"]
+    load_after = os.getloadavg()
+    print(f"bounds after: {json.dumps(best_bounds(after, after))}; load average after: "
+          f"{load_after[0]:.2f}")
+    for name, fraction in fractions.items():
+        print(f"{name:>16}: {fraction:6.1%} of its bound")
+    report = {
+        "model": "SmolLM2-135M-Instruct (embedded, float32)", "backend": jax.default_backend(),
+        "devices": str(jax.devices()), "small": args.small, "repeats": args.repeats,
+        "load_average": {"before": load[0], "after": load_after[0]},
+        "bounds": bounds, "bounds_before": before, "bounds_after": after,
+        "decode": decode, "judge": {"dataset": args.judge_dataset, "examples": args.judge_examples,
+                                    "batch_size": config.judge.batch_size, **judge},
+        "train_step": train, "fractions": fractions,
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
