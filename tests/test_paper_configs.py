@@ -120,8 +120,8 @@ def test_full_variant_has_the_paper_setup(name):
     assert config.output_dir == ("runs/paper/table1_synthetic" if name == "table3_o3_mini_ref"
                                  else f"runs/paper/{name}")
     assert config.judge.templates_dir == "paper"
-    local_judges = {"qwen32b": ("Qwen2.5-32B-Instruct", 4), "qwen14b": ("Qwen2.5-14B-Instruct", 2),
-                    "qwen7b": ("Qwen2.5-7B-Instruct", 2)}
+    local_judges = {"qwen32b": ("Qwen2.5-32B-Instruct", 4), "qwen14b": ("Qwen2.5-14B-Instruct", 4),
+                    "qwen7b": ("Qwen2.5-7B-Instruct", 4)}
     local = next((spec for key, spec in local_judges.items()
                   if name.startswith(f"table11_{key}_")), None)
     if local is None:  # gpt-4o-mini over the OpenAI API.
