@@ -127,11 +127,11 @@ def machine_bounds(sizes: list[int], bandwidth_mib: int, repeats: int) -> dict[s
 
 def best_bounds(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
     """The better of the two measurements of each bound."""
+    both = (before, after)
     return {
-        "matmul_float32_flops_per_s": max(m["matmul_float32"]["flops_per_s"] for m in (before, after)),
-        "matmul_bfloat16_flops_per_s": max(m["matmul_bfloat16"]["flops_per_s"]
-                                           for m in (before, after)),
-        "read_bytes_per_s": max(m["read_bandwidth"]["bytes_per_s"] for m in (before, after)),
+        "matmul_float32_flops_per_s": max(m["matmul_float32"]["flops_per_s"] for m in both),
+        "matmul_bfloat16_flops_per_s": max(m["matmul_bfloat16"]["flops_per_s"] for m in both),
+        "read_bytes_per_s": max(m["read_bandwidth"]["bytes_per_s"] for m in both),
     }
 
 
@@ -265,7 +265,8 @@ def judge_figures(model: Any, tokenizer: Any, prompts: list, groups: list[int], 
             "padded_tokens": stats.padded_tokens, "option_tokens": stats.option_tokens,
             "forwards": stats.forwards, "first_call_s": first[name], "best_s": best,
             "median_s": statistics.median(seconds[name]),
-            "tokens_per_s": stats.real_tokens / best, "padded_tokens_per_s": stats.padded_tokens / best,
+            "judgments_per_s": len(prompts) / best, "tokens_per_s": stats.real_tokens / best,
+            "padded_tokens_per_s": stats.padded_tokens / best,
             "flops": flops[name], "flops_per_s": flops[name] / best,
         }
     return out
@@ -278,9 +279,9 @@ def train_figures(config: Any, rows: int, tokens: int, repeats: int) -> dict[str
     policy, _ = load_from_config(config.model)
     graphdef, params = nnx.split(policy)
     state, optimizer = train_step.make_train_state(params, config.optim)
-    step = jax.jit(functools.partial(
+    step = train_step.jit_train_step(functools.partial(
         train_step.grpo_step, graphdef=graphdef, optimizer=optimizer, rl=config.rl,
-        optim=config.optim, temperature=config.sampling.temperature), donate_argnums=0)
+        optim=config.optim, temperature=config.sampling.temperature))
     rng = np.random.default_rng(0)
     answer = min(config.rl.max_completion_length, tokens - 1)
     loss_mask = np.zeros((rows, tokens), bool)
@@ -307,6 +308,11 @@ def train_figures(config: Any, rows: int, tokens: int, repeats: int) -> dict[str
 
 
 # ------------------------------------------------------------------------------- main
+def rounded(figures: dict[str, Any]) -> str:
+    """A figures dict as a JSON line, floats to 3 decimals."""
+    return json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()})
+
+
 def quickstart_config() -> Any:
     """``configs/quickstart.py``'s config."""
     spec = importlib.util.spec_from_file_location("quickstart_config", QUICKSTART)
@@ -322,7 +328,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure "
                         "(default 5; --small: 2)")
     parser.add_argument("--matmul_sizes", default=None,
-                        help="comma-separated n of n x n matmuls (default 2048,4096; --small: 2048)")
+                        help="comma-separated n of n x n matmuls "
+                        "(default 2048,4096; --small: 2048)")
     parser.add_argument("--bandwidth_mib", type=int, default=None,
                         help="MiB of the f32 array summed (default 2048; --small: 1024)")
     parser.add_argument("--decode_batches", default="1,8,32,128")
@@ -332,6 +339,8 @@ def parse_args() -> argparse.Namespace:
                         help="default healthbench (long answers); --small: kqa (shorter)")
     parser.add_argument("--judge_examples", type=int, default=None,
                         help="answers whose criteria are judged (default 2; --small: 1)")
+    parser.add_argument("--judge_max_prompts", type=int, default=None,
+                        help="judge at most this many of those criteria (default all; --small: 8)")
     parser.add_argument("--train_rows", type=int, default=None,
                         help="default: the quickstart's prompts x generations")
     parser.add_argument("--train_tokens", type=int, default=None,
@@ -341,13 +350,15 @@ def parse_args() -> argparse.Namespace:
     defaults = dict(repeats=2 if small else 5, matmul_sizes="2048" if small else "2048,4096",
                     bandwidth_mib=1024 if small else 2048,
                     judge_dataset="kqa" if small else "healthbench",
-                    judge_examples=1 if small else 2)
+                    judge_examples=1 if small else 2, judge_max_prompts=8 if small else 0)
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     for name in ("repeats", "bandwidth_mib", "judge_examples"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
+    if args.judge_max_prompts < 0:
+        parser.error("--judge_max_prompts must be >= 0 (0 = all)")
     return args
 
 
@@ -373,22 +384,22 @@ def main() -> None:
     for batch in (int(b) for b in args.decode_batches.split(",")):
         decode[str(batch)] = decode_figures(sampler, prompt_ids, batch, prompt_len, max_new,
                                             args.repeats)
-        shown = {k: round(v, 3) for k, v in decode[str(batch)].items()}
-        print(f"decode batch {batch}: {json.dumps(shown)}", flush=True)
+        print(f"decode batch {batch}: {rounded(decode[str(batch)])}", flush=True)
 
     path = DEFAULT_PATHS[args.judge_dataset]
     pairs = (healthbench_pairs if args.judge_dataset == "healthbench" else kqa_pairs)(path).pairs
     answers = set(list(dict.fromkeys(p.answer_id for p in pairs))[: args.judge_examples])
     prompts, groups = judge_prompts([p for p in pairs if p.answer_id in answers])
+    if args.judge_max_prompts:
+        prompts, groups = prompts[: args.judge_max_prompts], groups[: args.judge_max_prompts]
     judge = judge_figures(model, tokenizer, prompts, groups, config.judge.batch_size, args.repeats)
     for name, figures in judge.items():
-        print(f"judge {name}: {json.dumps({k: round(v, 3) for k, v in figures.items()})}",
-              flush=True)
+        print(f"judge {name}: {rounded(figures)}", flush=True)
 
     train = train_figures(config, args.train_rows or rl.prompts_per_step * rl.num_generations,
                           args.train_tokens or rl.max_prompt_length + rl.max_completion_length,
                           args.repeats)
-    print(f"train step: {json.dumps({k: round(v, 3) for k, v in train.items()})}", flush=True)
+    print(f"train step: {rounded(train)}", flush=True)
 
     after = machine_bounds(sizes, args.bandwidth_mib, args.repeats)
     bounds = best_bounds(before, after)
@@ -399,7 +410,8 @@ def main() -> None:
         figures["fraction_of_matmul"] = figures["flops_per_s"] / matmul
         memory_bound = int(batch) in BANDWIDTH_BOUND_BATCHES
         figures["bound"] = "read_bandwidth" if memory_bound else "matmul_float32"
-        figures["fraction"] = figures["fraction_of_bandwidth" if memory_bound else "fraction_of_matmul"]
+        figures["fraction"] = figures[
+            "fraction_of_bandwidth" if memory_bound else "fraction_of_matmul"]
         fractions[f"decode_{batch}"] = figures["fraction"]
     for figures in (*judge.values(), train):
         figures["bound"] = "matmul_float32"
@@ -417,6 +429,7 @@ def main() -> None:
         "load_average": {"before": load[0], "after": load_after[0]},
         "bounds": bounds, "bounds_before": before, "bounds_after": after,
         "decode": decode, "judge": {"dataset": args.judge_dataset, "examples": args.judge_examples,
+                                    "prompts": len(prompts),
                                     "batch_size": config.judge.batch_size, **judge},
         "train_step": train, "fractions": fractions,
     }

@@ -118,16 +118,13 @@ def _sds(tree: Any, shardings: Any) -> Any:
                         tree, shardings)
 
 
-def _bytes_of(tree: Any, devices: int) -> int:
+def _bytes_of(tree: Any) -> int:
     """Bytes per device of a tree of ShapeDtypeStructs, by each leaf's sharding."""
     total = 0
     for leaf in jax.tree.leaves(tree):
-        size = math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize
         sharding = getattr(leaf, "sharding", None)
-        if sharding is not None:
-            shard = sharding.shard_shape(leaf.shape)
-            size = math.prod(shard) * jnp.dtype(leaf.dtype).itemsize
-        total += size
+        shape = sharding.shard_shape(leaf.shape) if sharding is not None else leaf.shape
+        total += math.prod(shape) * leaf.dtype.itemsize  # (PRNG key dtypes have one too.)
     return total
 
 
@@ -154,7 +151,8 @@ def compile_report(name: str, lowerable: Any, args: Sequence[Any], kwargs: dict[
     except jax.errors.JaxRuntimeError as error:
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
-        arguments = _bytes_of([a for a in args if hasattr(a, "shape")], devices)
+        arguments = _bytes_of([leaf for leaf in jax.tree.leaves(args)
+                               if isinstance(leaf, jax.ShapeDtypeStruct)])
         return ProgramReport(
             name=name, devices=devices, runs_per_step=runs_per_step,
             argument_bytes=arguments, output_bytes=0,
@@ -239,8 +237,8 @@ class Planner:
         self.state = _sds(state, self.state_shardings)
         self.params = self.state.params
         self.size = len(self.policy_devices)
-        self.state_bytes = _bytes_of(self.state, self.size)
-        self.params_bytes = _bytes_of(self.params, self.size)
+        self.state_bytes = _bytes_of(self.state)
+        self.params_bytes = _bytes_of(self.params)
         rl = config.rl
         self.reference_resident = (rl.kl.beta > 0 and not rl.kl.reference_on_host)
         self.judge_shares_policy_devices = (config.judge.backend == "jax" and not judge_devices)
@@ -363,7 +361,7 @@ class Planner:
         # XLA's bytes for the decode loop add the once-per-call weight layout to one token's
         # work; per token a device reads the weights in the compute dtype (gathered by fsdp,
         # split by tensor parallelism) and its share of the KV cache (the loop state).
-        cache_bytes = _bytes_of(state.cache, self.size)
+        cache_bytes = _bytes_of(state.cache)
         weight_bytes = (self.architecture.num_parameters()
                         * jnp.dtype(self.architecture.dtype).itemsize / self.mesh.shape["tensor"])
         decode = compile_report(
@@ -396,7 +394,7 @@ class Planner:
             mesh = self.mesh
         devices = mesh.devices.size
         params = _sds(params, param_shardings(params, mesh))
-        judge_bytes = _bytes_of(params, devices)
+        judge_bytes = _bytes_of(params)
         rows = config.judge.batch_size
         length = bucket_size(width + JUDGE_OVERHEAD_TOKENS, DEFAULT_PROMPT_BUCKETS)
         replicated = NamedSharding(mesh, PartitionSpec())
