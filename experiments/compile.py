@@ -9,10 +9,11 @@ and whether it fits.
 
 Needs libtpu (``pip install 'jax[tpu]'`` at the project's jax version; in the test extras). No
 weights are read: models are built from their ``config.json`` shapes (``rar_jax.aot.model_shapes``
-knows the paper's Qwen2.5 models and Llama-3-8B). Change the mesh or any other setting with
-``--config.mesh.fsdp=...`` overrides. ``--search=<chip>`` tries the settings that trade speed for
-memory (micro-batch rows, rollout chunk, remat, bf16 parameters, fsdp / tensor split) on that
-chip's topologies, smallest first, and prints the first plan that fits. ``--output`` writes the
+knows the paper's Qwen2.5 models and Llama-3-8B). Change the mesh with
+``--mesh=data,fsdp,tensor`` and any other setting with ``--config.<key>=...`` overrides.
+``--search=<chip>`` tries the settings that trade speed for memory (micro-batch rows, rollout
+chunk, remat, bf16 parameters, fsdp / tensor split) on that chip's topologies, smallest first,
+and prints the first plan that fits. ``--output`` writes the
 plans as JSON. The programs, the chip table and the estimate are described in ``rar_jax.aot``.
 """
 
@@ -37,6 +38,8 @@ _SEARCH = flags.DEFINE_enum("search", None, sorted(SEARCH_TOPOLOGIES),
                             "Find the smallest topology of this TPU generation that fits.")
 _JOB = flags.DEFINE_enum("job", "train", ["train", "sft"],
                          "The run to plan: rar-train (GRPO) or rar-sft.")
+_MESH = flags.DEFINE_list("mesh", [], "data,fsdp,tensor sizes of the policy's mesh (-1 = the "
+                          "remaining chips), overriding config.mesh.*; e.g. --mesh=1,-1,4.")
 _MAX_COMPILES = flags.DEFINE_integer("max_compiles", 8, "Most compiles --search may spend.")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the plans as JSON here.")
 
@@ -47,6 +50,10 @@ def main(argv: list[str]) -> None:
     if not _TOPOLOGY.value and not _SEARCH.value:
         raise app.UsageError("give --topology=<name>[,<name>...] or --search=<chip>")
     config = _CONFIG.value
+    if _MESH.value:
+        if len(_MESH.value) != 3:
+            raise app.UsageError(f"--mesh={','.join(_MESH.value)}: expected data,fsdp,tensor")
+        config.mesh.data, config.mesh.fsdp, config.mesh.tensor = map(int, _MESH.value)
     name = pathlib.Path(flags.FLAGS["config"].config_filename).stem
     sft = _JOB.value == "sft"
     plans = []

@@ -121,11 +121,12 @@ def test_the_cli_plans_the_quickstart_for_a_gpu_node_and_a_tpu_slice(tmp_path):
     tiny = LLAMA_TINY.parent  # The quickstart's programs for the tiny model: seconds to compile.
     result = run_experiment("compile.py", f"--config={REPO_ROOT / 'configs' / 'quickstart.py'}",
                             "--topology=v5e:2x2,h100:4", f"--output={output}",
-                            "--config.mesh.data=1", "--config.mesh.fsdp=-1",
+                            "--mesh=1,-1,1",
                             f"--config.model.source={tiny}", f"--config.judge.model_source={tiny}")
     assert result.returncode == 0, result.stderr[-3000:]
     plans = json.loads(output.read_text())
     assert [p["topology"] for p in plans] == ["v5e:2x2", "h100:4"]
+    assert plans[0]["settings"]["mesh"] == [1, -1, 1]
     assert not plans[0]["estimate_from_tpu_compile"] and plans[1]["estimate_from_tpu_compile"]
     assert "ESTIMATE" in result.stdout and "| quickstart | v5e:2x2 | yes |" in result.stdout
     bad = run_experiment("compile.py", f"--config={REPO_ROOT / 'configs' / 'quickstart.py'}",
