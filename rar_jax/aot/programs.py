@@ -330,13 +330,13 @@ class Planner:
         static = dict(top_k=int(config.sampling.top_k), use_top_p=config.sampling.top_p < 1.0,
                       greedy=False, stop_ids=(0,), pad_id=0,
                       shardings=sampler.call_shardings(rows, answer))
-        row = NamedSharding(self.mesh, PartitionSpec())
+        replicated = NamedSharding(self.mesh, PartitionSpec())
         rows_sharded = batch_sharding(self.mesh, 2)
         tokens = jax.ShapeDtypeStruct((prompts, prompt), jnp.int32, sharding=rows_sharded)
         mask = jax.ShapeDtypeStruct((prompts, prompt), jnp.bool_, sharding=rows_sharded)
         active = jax.ShapeDtypeStruct((rows,), jnp.bool_, sharding=batch_sharding(self.mesh, 1))
-        key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=row)
-        scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=row)
+        key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
+        scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
         prefill_args = (self.graphdef, self.params, tokens, tokens, mask, active, key, scalar,
                         scalar)
         prefill_static = dict(num_samples=rl.num_generations, max_new_tokens=answer,
@@ -356,8 +356,8 @@ class Planner:
         state = _sds(state_shapes, DecodeState(
             cache=shardings.cache, last_tokens=shardings.rows, next_positions=shardings.rows,
             tokens=shardings.rows2d, logprobs=shardings.rows2d, done=shardings.rows,
-            lengths=shardings.rows, step=row, key=row))
-        stop = jax.ShapeDtypeStruct((), jnp.int32, sharding=row)
+            lengths=shardings.rows, step=replicated, key=replicated))
+        stop = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
         # XLA's bytes for the decode loop add the once-per-call weight layout to one token's
         # work; per token a device reads the weights in the compute dtype (gathered by fsdp,
         # split by tensor parallelism) and its share of the KV cache (the loop state).
