@@ -19,7 +19,8 @@ Not a test (CI never runs it). In one run it measures:
   the window.
 * the in-process judge's verdict scoring (``JaxJudge.score_binary``, ``judge.batch_size`` rows
   per call) of every criterion of the first ``--judge_examples`` answers of ``--judge_dataset``
-  (the prompts of ``benchmarks/judge.py``), with and without prefix reuse. Tokens/s counts real
+  (the prompts of ``benchmarks/judge.py``; ``--judge_max_prompts`` keeps the first few), with
+  and without prefix reuse, ``--judge_repeats`` timed calls each, alternated. Tokens/s counts real
   context tokens (``JaxJudge.last_stats``); FLOPs are counted per jitted call from the shapes it
   ran (``forward_flops`` over the padded tokens and the cache slots attended, the LM head only
   where it runs: the last position of each row, and each multi-token option's positions).
@@ -28,13 +29,20 @@ Not a test (CI never runs it). In one run it measures:
   ``rl`` and ``optim`` sections) on ``rows x tokens`` (default: the quickstart's 8 rows of
   prompt + answer); FLOPs from ``train_flops`` over the ``tokens - 1`` positions the model runs.
 
-Each program is reported as a fraction of its bound: the bandwidth bound for decode at batch 1 and
+Program rates use the best (fastest) timed call, as the bounds do, so that a shared machine's
+noise lowers neither side alone; medians are reported beside them. Each program is reported as a
+fraction of its bound: the bandwidth bound for decode at batch 1 and
 8 (``BANDWIDTH_BOUND_BATCHES``: every step must read all weights), the f32 matmul bound otherwise
 (the model runs in f32); each line names the bound it used, and decode lines give both fractions.
 The last line printed is one JSON object with every figure and fraction.
 
     .venv/bin/python benchmarks/roofline.py --small      # a few minutes on 2 CPU cores
     .venv/bin/python benchmarks/roofline.py              # fuller: more sizes and repeats
+    .venv/bin/python benchmarks/roofline.py --decode_batches 1,32 --judge_dataset kqa
+
+``--small``: one timed call per figure, 2048^2 matmuls, a 1 GiB array, the first 8 criteria of one
+K-QA answer; default: 5 timed calls, 2048^2 and 4096^2 matmuls, a 2 GiB array, every criterion of
+one HealthBench answer (2 timed judge calls per path).
 """
 
 from __future__ import annotations
@@ -326,7 +334,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--small", action="store_true",
                         help="few sizes and repeats: a few minutes on 2 CPU cores")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure "
-                        "(default 5; --small: 2)")
+                        "(default 5; --small: 1)")
     parser.add_argument("--matmul_sizes", default=None,
                         help="comma-separated n of n x n matmuls "
                         "(default 2048,4096; --small: 2048)")
@@ -338,7 +346,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--judge_dataset", choices=sorted(DEFAULT_PATHS), default=None,
                         help="default healthbench (long answers); --small: kqa (shorter)")
     parser.add_argument("--judge_examples", type=int, default=None,
-                        help="answers whose criteria are judged (default 2; --small: 1)")
+                        help="answers whose criteria are judged (default 1)")
+    parser.add_argument("--judge_repeats", type=int, default=None,
+                        help="timed judge calls per path (default 2; --small: 1): without prefix "
+                        "reuse a HealthBench answer's call takes minutes")
     parser.add_argument("--judge_max_prompts", type=int, default=None,
                         help="judge at most this many of those criteria (default all; --small: 8)")
     parser.add_argument("--train_rows", type=int, default=None,
@@ -347,14 +358,15 @@ def parse_args() -> argparse.Namespace:
                         help="default: the quickstart's prompt + completion lengths")
     args = parser.parse_args()
     small = args.small
-    defaults = dict(repeats=2 if small else 5, matmul_sizes="2048" if small else "2048,4096",
+    defaults = dict(repeats=1 if small else 5, matmul_sizes="2048" if small else "2048,4096",
                     bandwidth_mib=1024 if small else 2048,
                     judge_dataset="kqa" if small else "healthbench",
-                    judge_examples=1 if small else 2, judge_max_prompts=8 if small else 0)
+                    judge_examples=1, judge_repeats=1 if small else 2,
+                    judge_max_prompts=8 if small else 0)
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    for name in ("repeats", "bandwidth_mib", "judge_examples"):
+    for name in ("repeats", "bandwidth_mib", "judge_examples", "judge_repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
     if args.judge_max_prompts < 0:
@@ -392,7 +404,8 @@ def main() -> None:
     prompts, groups = judge_prompts([p for p in pairs if p.answer_id in answers])
     if args.judge_max_prompts:
         prompts, groups = prompts[: args.judge_max_prompts], groups[: args.judge_max_prompts]
-    judge = judge_figures(model, tokenizer, prompts, groups, config.judge.batch_size, args.repeats)
+    judge = judge_figures(model, tokenizer, prompts, groups, config.judge.batch_size,
+                          args.judge_repeats)
     for name, figures in judge.items():
         print(f"judge {name}: {rounded(figures)}", flush=True)
 
@@ -426,6 +439,7 @@ def main() -> None:
     report = {
         "model": "SmolLM2-135M-Instruct (embedded, float32)", "backend": jax.default_backend(),
         "devices": str(jax.devices()), "small": args.small, "repeats": args.repeats,
+        "judge_repeats": args.judge_repeats,
         "load_average": {"before": load[0], "after": load_after[0]},
         "bounds": bounds, "bounds_before": before, "bounds_after": after,
         "decode": decode, "judge": {"dataset": args.judge_dataset, "examples": args.judge_examples,
