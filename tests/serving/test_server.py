@@ -1,4 +1,5 @@
-"""rar-serve-judge in-process on a loopback port, around the tiny fixture checkpoint.
+"""The judge server (``rar_jax.serving.server``) in-process on a loopback port, around the tiny
+fixture checkpoint.
 
 Replies are checked against independent paths: the reply text and the per-token log-probs
 against a direct greedy ``Sampler.generate`` call with the request's ``max_tokens`` (the server
@@ -16,10 +17,10 @@ import httpx
 import jax
 import pytest
 
-from rar_jax.serving import server as serve_judge
 from rar_jax.judges.http_backend import HttpJudgeClient, HttpJudgeConfig
 from rar_jax.models.loading import load_model_and_tokenizer
 from rar_jax.models.sampler import Sampler, SamplingParams
+from rar_jax.serving import server as judge_server
 from tiny_checkpoint import write_tiny_checkpoint
 
 CAP = 16
@@ -37,20 +38,20 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(tiny):
     model, tokenizer = tiny
-    return serve_judge.ChatCompletionEngine(
+    return judge_server.ChatCompletionEngine(
         model, tokenizer, model_name="tiny-judge", max_new_tokens_cap=CAP
     )
 
 
 @pytest.fixture(scope="module")
 def base_url(engine):
-    server = serve_judge.make_server(engine, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    httpd = judge_server.make_server(engine, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
-    host, port = server.server_address[:2]
+    host, port = httpd.server_address[:2]
     yield f"http://{host}:{port}/v1"
-    server.shutdown()
-    server.server_close()
+    httpd.shutdown()
+    httpd.server_close()
     thread.join(timeout=5)
 
 
@@ -204,10 +205,10 @@ def test_a_body_that_is_not_json_gets_400(base_url):
 
 
 def test_generation_budget_rounds_up_to_a_power_of_two_within_the_cap():
-    assert [serve_judge.generation_budget(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)] == [
+    assert [judge_server.generation_budget(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)] == [
         1, 2, 4, 8, 8, 16, 16,
     ]
-    assert serve_judge.generation_budget(600, 1000) == 1000
+    assert judge_server.generation_budget(600, 1000) == 1000
 
 
 @pytest.mark.slow
@@ -227,18 +228,18 @@ def test_seeded_sampling_with_several_choices(base_url):
 
 def test_a_client_that_leaves_during_generation_stops_it(tiny, monkeypatch, caplog):
     model, tokenizer = tiny
-    engine = serve_judge.ChatCompletionEngine(model, tokenizer, model_name="tiny-judge",
+    engine = judge_server.ChatCompletionEngine(model, tokenizer, model_name="tiny-judge",
                                               max_new_tokens_cap=64, cancel_check_tokens=4)
     chunks = []
     decode = engine.sampler.decode_program
     monkeypatch.setattr(engine.sampler, "decode_program",
                         lambda *a, **k: chunks.append(1) or decode(*a, **k))
-    request = serve_judge.parse_chat_request(
+    request = judge_server.parse_chat_request(
         {"messages": CONVERSATIONS[0], "max_tokens": 64, "temperature": 0,
          "logprobs": False}, max_new_tokens_cap=64)
     # The client is there when the turn comes and for the first check, then gone.
     answers = iter([False, False, True])
-    with pytest.raises(serve_judge.ClientGone, match="after 9 decode steps; generation stopped"):
+    with pytest.raises(judge_server.ClientGone, match="after 9 decode steps; generation stopped"):
         engine.complete(request, client_gone=lambda: next(answers))
     assert engine.cancelled_requests == 1 and len(chunks) == 2  # Of 16 chunks of 4 steps.
     # Without a departure the same request runs to the end.
