@@ -77,11 +77,6 @@ class Plan:
         return sum(program.runs_per_step * self.program_seconds(program)
                    for program in self.programs)
 
-    def model_flops_utilisation(self) -> float:
-        """Analytic FLOPs of a step over the chips' peak during the roofline step time."""
-        total = sum(p.runs_per_step * p.analytic_flops * p.devices for p in self.programs)
-        return total / (self.step_seconds() * self.devices * self.chip.bf16_flops)
-
     def to_json(self) -> dict[str, Any]:
         """The plan as JSON (bytes per device; seconds are roofline estimates)."""
         return {

@@ -275,8 +275,7 @@ class Planner:
         rows = self._rows()
         step = functools.partial(train_step.grpo_step, graphdef=self.graphdef,
                                  optimizer=self.optimizer, rl=rl, optim=config.optim,
-                                 temperature=config.sampling.temperature,
-                                 grad_shardings=self.state_shardings.params)
+                                 temperature=config.sampling.temperature)
         jitted = train_step.jit_train_step(step, self.state_shardings, self.mesh)
         batch = self._batch(train_step.Batch, rows, width)
         flops = flops_lib.train_flops(self.architecture, rows, width,
@@ -426,8 +425,7 @@ class Planner:
         _, _, width = sequence_shapes(config)
         rows = config.sft.batch_size
         step = functools.partial(train_step.sft_step, graphdef=self.graphdef,
-                                 optimizer=self.optimizer, rl=config.rl, optim=config.optim,
-                                 grad_shardings=self.state_shardings.params)
+                                 optimizer=self.optimizer, rl=config.rl, optim=config.optim)
         jitted = train_step.jit_train_step(step, self.state_shardings, self.mesh,
                                            train_step.SFTBatch)
         batch = self._batch(train_step.SFTBatch, rows, width)

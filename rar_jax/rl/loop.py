@@ -17,12 +17,18 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+import jax
+import optax
+from flax import nnx
 from ml_collections import config_dict
 from tqdm.auto import tqdm
 
 from rar_jax import checkpoint as checkpoint_lib
 from rar_jax import metrics as metrics_lib
 from rar_jax.data.examples import Example, ExampleStream
+from rar_jax.errors import UserError
+from rar_jax.parallel import make_mesh, param_shardings
+from rar_jax.rl import train_step
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +43,8 @@ class TrainingStopped(RuntimeError):
 class TrainingLoop:
     """Resume, steps, evaluation, checkpoints and progress (see the module docstring).
 
-    A subclass sets ``config``, ``state`` (a :class:`~rar_jax.rl.train_step.TrainState`),
-    ``stream`` (its :class:`ExampleStream`), ``eval_examples`` and ``checkpointer``, and defines
+    A subclass sets ``config``, ``stream`` (its :class:`ExampleStream`) and ``eval_examples``,
+    calls :meth:`place` for the mesh, the sharded train state and the checkpointer, and defines
     :meth:`train_step`, :meth:`evaluate` and :meth:`summary`. The metrics writer is opened by
     :meth:`train`, after resuming.
     """
@@ -50,6 +56,26 @@ class TrainingLoop:
     eval_examples: Sequence[Example]
     checkpointer: checkpoint_lib.Checkpointer
     writer: metrics_lib.MetricsWriter | None = None
+
+    def place(self, policy: nnx.Module, devices: Sequence[jax.Device] | None, rows: int,
+              rows_are: str) -> optax.GradientTransformation:
+        """Builds the ``mesh.*`` mesh over ``devices`` (default all), checks that a step's
+        ``rows`` (``rows_are`` says what they are) split over its data-parallel devices, places
+        the policy's train state sharded over it (``graphdef``, ``state``, ``state_shardings``)
+        and opens the checkpointer; returns the optimiser of the state."""
+        config = self.config
+        self.mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor,
+                              devices=devices)
+        data_parallel = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        if rows % data_parallel:
+            raise UserError(f"{rows_are} = {rows} rows do not split over the {data_parallel} "
+                            "data-parallel devices of the mesh")
+        self.graphdef, params = nnx.split(policy)
+        state, optimizer = train_step.make_train_state(params, config.optim)
+        self.state_shardings = param_shardings(state, self.mesh)
+        self.state = jax.device_put(state, self.state_shardings)
+        self.checkpointer = checkpoint_lib.Checkpointer.from_config(config)
+        return optimizer
 
     def train_step(self, step: int) -> dict[str, float]:
         """Runs step ``step`` (0-based) and returns its metrics (``loss``,

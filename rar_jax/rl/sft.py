@@ -29,13 +29,11 @@ import numpy as np
 from flax import nnx
 from ml_collections import config_dict
 
-from rar_jax import checkpoint as checkpoint_lib
 from rar_jax import metrics as metrics_lib
 from rar_jax.data.examples import Example, ExampleStream
 from rar_jax.errors import UserError
 from rar_jax.models.batching import bucket_size
 from rar_jax.models.sampler import DEFAULT_PROMPT_BUCKETS
-from rar_jax.parallel import make_mesh, param_shardings
 from rar_jax.rl import train_step
 from rar_jax.rl.loop import TrainingLoop, fault_point
 from rar_jax.rl.trainer import assemble_batch
@@ -141,15 +139,8 @@ class SFTTrainer(TrainingLoop):
         self.config = config
         self.tokenizer = tokenizer
         rl = config.rl
-        self.mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor,
-                              devices=devices)
         self.rows = config.sft.batch_size
-        data_parallel = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        if self.rows % data_parallel:
-            raise UserError(
-                f"config key 'sft.batch_size' is {self.rows}, which does not split over the "
-                f"{data_parallel} data-parallel devices of the mesh"
-            )
+        optimizer = self.place(policy, devices, self.rows, "sft.batch_size")
         self.examples = list(train_examples)
         self.eval_examples = list(eval_examples)
         self.stream = ExampleStream(self.examples, seed=config.seed)
@@ -158,13 +149,8 @@ class SFTTrainer(TrainingLoop):
         self.prompt_buckets = ((rl.max_prompt_length,) if rl.pad_prompts_to_max_length
                                else DEFAULT_PROMPT_BUCKETS)
 
-        self.graphdef, params = nnx.split(policy)
-        state, optimizer = train_step.make_train_state(params, config.optim)
-        self.state_shardings = param_shardings(state, self.mesh)
-        self.state = jax.device_put(state, self.state_shardings)
         step = functools.partial(train_step.sft_step, graphdef=self.graphdef,
-                                 optimizer=optimizer, rl=rl, optim=config.optim,
-                                 grad_shardings=self.state_shardings.params)
+                                 optimizer=optimizer, rl=rl, optim=config.optim)
         self._step = train_step.jit_train_step(step, self.state_shardings, self.mesh,
                                                train_step.SFTBatch)
         self._loss = jax.jit(
@@ -173,7 +159,6 @@ class SFTTrainer(TrainingLoop):
             in_shardings=(self.state_shardings.params,
                           train_step.batch_shardings(self.mesh, train_step.SFTBatch)),
         )
-        self.checkpointer = checkpoint_lib.Checkpointer.from_config(config)
 
     # ------------------------------------------------------------------ data
     def tokens(self, example: Example) -> tuple[list[int], list[int]]:

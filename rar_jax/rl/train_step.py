@@ -125,7 +125,7 @@ def token_logprobs(
     rows = tokens.shape[0]
     if 0 < micro_batch_size < rows:
         forward = functools.partial(token_logprobs, graphdef, params, logprob_fn=logprob_fn)
-        micro = _micro_batches((tokens, positions, attention_mask), micro_batch_size, rows)
+        micro = _micro_batches((tokens, positions, attention_mask), micro_batch_size)
         logprobs, entropy = jax.lax.map(lambda xs: forward(*xs), micro)
         return logprobs.reshape(tokens.shape), entropy.reshape(tokens.shape)
     model = nnx.merge(graphdef, params)
@@ -160,8 +160,9 @@ def jit_logprobs(
                    out_shardings=(rows, rows))
 
 
-def _micro_batches(batch: Any, micro_batch_size: int, rows: int) -> Any:
+def _micro_batches(batch: Any, micro_batch_size: int) -> Any:
     """``batch`` (a pytree of ``[rows, ...]`` arrays) as ``[count, micro_batch_size, ...]``."""
+    rows = jax.tree.leaves(batch)[0].shape[0]
     if micro_batch_size <= 0 or micro_batch_size >= rows:
         return jax.tree.map(lambda x: x[None], batch)
     if rows % micro_batch_size:
@@ -180,7 +181,6 @@ def accumulated_update(
     optimizer: optax.GradientTransformation,
     optim: config_dict.ConfigDict,
     micro_batch_size: int,
-    grad_shardings: Any = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser update from the exact global loss of ``batch``, computed in micro-batches.
 
@@ -194,10 +194,6 @@ def accumulated_update(
         optimizer: from :func:`make_train_state`.
         optim: the ``optim`` config section (for the learning-rate metric).
         micro_batch_size: rows per micro-batch (0 or >= rows: the whole batch at once).
-        grad_shardings: the parameters' shardings (None: left to XLA). Constraining every
-            micro-batch's gradients and their running sum to them keeps gradients sharded like
-            the parameters under fsdp (XLA reduce-scatters them); left to itself, XLA may
-            all-reduce a full replicated gradient per device.
 
     Returns:
         (new state, metrics): ``loss`` (global), ``loss_denominator``, ``grad_norm``,
@@ -212,8 +208,6 @@ def accumulated_update(
     def accumulate(carry: Any, micro: Any) -> tuple[Any, None]:
         grads_sum, loss_sum, denominator, metric_sums = carry
         grads, out = grad_fn(state.params, micro)
-        if grad_shardings is not None:
-            grads = jax.lax.with_sharding_constraint(grads, grad_shardings)
         carry = (
             jax.tree.map(jnp.add, grads_sum, grads),
             loss_sum + out.loss_sum,
@@ -222,14 +216,11 @@ def accumulated_update(
         )
         return carry, None
 
-    micro_batches = _micro_batches(batch, micro_batch_size, batch.tokens.shape[0])
+    micro_batches = _micro_batches(batch, micro_batch_size)
     first = jax.tree.map(lambda x: x[0], micro_batches)
     metric_shapes = jax.eval_shape(lambda: micro_loss(state.params, first).metrics)
     zeros = functools.partial(jax.tree.map, lambda x: jnp.zeros(x.shape, x.dtype))
-    grads_zero = zeros(state.params)
-    if grad_shardings is not None:
-        grads_zero = jax.lax.with_sharding_constraint(grads_zero, grad_shardings)
-    init = (grads_zero, jnp.zeros(()), jnp.zeros(()), zeros(metric_shapes))
+    init = (zeros(state.params), jnp.zeros(()), jnp.zeros(()), zeros(metric_shapes))
     (grads_sum, loss_sum, denominator, metric_sums), _ = jax.lax.scan(
         accumulate, init, micro_batches
     )
@@ -263,7 +254,6 @@ def grpo_step(
     rl: config_dict.ConfigDict,
     optim: config_dict.ConfigDict,
     temperature: float,
-    grad_shardings: Any = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One GRPO update from a batch of rollouts (pure; jit it with :func:`jit_train_step`).
 
@@ -275,7 +265,6 @@ def grpo_step(
         rl: the ``rl`` config section (loss, KL, chunking, micro-batching, old log-probs).
         optim: the ``optim`` config section (for the learning-rate metric).
         temperature: the sampling temperature (log-probs are of the tempered distribution).
-        grad_shardings: see :func:`accumulated_update`.
 
     Returns:
         (new state, metrics): scalars; ``loss`` is the exact global loss of the batch.
@@ -301,8 +290,7 @@ def grpo_step(
         )
 
     return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
-                              micro_batch_size=rl.micro_batch_size,
-                              grad_shardings=grad_shardings)
+                              micro_batch_size=rl.micro_batch_size)
 
 
 def sft_loss(
@@ -325,7 +313,6 @@ def sft_step(
     optimizer: optax.GradientTransformation,
     rl: config_dict.ConfigDict,
     optim: config_dict.ConfigDict,
-    grad_shardings: Any = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One supervised update (Expert-Answer-SFT): the mean NLL of the batch's answer tokens.
 
@@ -334,8 +321,7 @@ def sft_step(
     """
     micro_loss = functools.partial(sft_loss, graphdef=graphdef, rl=rl)
     return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
-                              micro_batch_size=rl.micro_batch_size,
-                              grad_shardings=grad_shardings)
+                              micro_batch_size=rl.micro_batch_size)
 
 
 def batch_shardings(mesh: jax.sharding.Mesh, batch_type: type = Batch) -> Any:

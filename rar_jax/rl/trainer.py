@@ -35,12 +35,10 @@ import numpy as np
 from flax import nnx
 from ml_collections import config_dict
 
-from rar_jax import checkpoint as checkpoint_lib
 from rar_jax import metrics as metrics_lib
 from rar_jax.data.examples import Example, ExampleStream
 from rar_jax.models.batching import bucket_size
 from rar_jax.models.sampler import SampleOutput, Sampler, SamplingParams
-from rar_jax.parallel import make_mesh, param_shardings
 from rar_jax.parallel.chips import peak_flops_per_device
 from rar_jax.rl import grpo, train_step
 from rar_jax.rl.loop import TrainingLoop, fault_point
@@ -262,24 +260,12 @@ class GRPOTrainer(TrainingLoop):
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
         rl = config.rl
-        self.mesh = make_mesh(
-            config.mesh.data, config.mesh.fsdp, config.mesh.tensor, devices=devices
-        )
+        self.rows = rl.prompts_per_step * rl.num_generations
+        optimizer = self.place(policy, devices, self.rows,
+                               "rl.prompts_per_step x rl.num_generations")
         self.examples = self._fitting(train_examples, "train")
         self.eval_examples = self._fitting(eval_examples, "eval") if eval_examples else []
         self.stream = ExampleStream(self.examples, seed=config.seed)
-        self.rows = rl.prompts_per_step * rl.num_generations
-        data_parallel = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-        if self.rows % data_parallel:
-            raise ValueError(
-                f"rl.prompts_per_step x rl.num_generations = {self.rows} rows do not split over "
-                f"the {data_parallel} data-parallel devices of the mesh"
-            )
-
-        self.graphdef, params = nnx.split(policy)
-        state, optimizer = train_step.make_train_state(params, config.optim)
-        self.state_shardings = param_shardings(state, self.mesh)
-        self.state = jax.device_put(state, self.state_shardings)
         # One prompt bucket when asked: a single compiled shape for sampling and the step.
         buckets = {"prompt_buckets": (rl.max_prompt_length,)} if rl.pad_prompts_to_max_length else {}
         self.sampler = Sampler(policy, tokenizer, mesh=self.mesh, **buckets)
@@ -298,7 +284,6 @@ class GRPOTrainer(TrainingLoop):
             rl=rl,
             optim=config.optim,
             temperature=config.sampling.temperature,
-            grad_shardings=self.state_shardings.params,
         )
         self._step = train_step.jit_train_step(step, self.state_shardings, self.mesh)
         self._logprobs = train_step.jit_logprobs(
@@ -313,8 +298,10 @@ class GRPOTrainer(TrainingLoop):
                 jax.device_get(reference) if rl.kl.reference_on_host else reference
             )
         self.advantages = jax.jit(grpo.advantage_fn(rl))
-        self.checkpointer = checkpoint_lib.Checkpointer.from_config(config)
-        self.num_params = sum(x.size for x in jax.tree.leaves(params))
+        self.num_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+        # MFU's denominator: the mesh's peak FLOP/s (0: not reported; see metrics.*).
+        self.peak_flops = self.mesh.size * peak_flops_per_device(
+            config.metrics.peak_flops_per_device, self.mesh.devices.flat[0].device_kind)
         self.criteria_fn = criteria_fn
 
     # ------------------------------------------------------------------ data
@@ -429,11 +416,8 @@ class GRPOTrainer(TrainingLoop):
             **{name: float(value) for name, value in step_metrics.items()},
             **rubric_metrics(judged_examples(config, repeated), result),
         }
-        peak_per_device = peak_flops_per_device(config.metrics.peak_flops_per_device,
-                                                self.mesh.devices.flat[0].device_kind)
-        if peak_per_device > 0:
-            peak = peak_per_device * self.mesh.size
-            metrics["throughput/mfu"] = metrics["throughput/model_flops_per_s"] / peak
+        if self.peak_flops > 0:
+            metrics["throughput/mfu"] = metrics["throughput/model_flops_per_s"] / self.peak_flops
         failures = [reason for reason in result.reasons if reason]
         if failures:
             logger.warning("step %d: %d judgments failed, e.g. %s", step, len(failures), failures[0])
