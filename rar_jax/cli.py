@@ -21,7 +21,7 @@ import os
 import pathlib
 import sys
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
 import jax
@@ -161,16 +161,21 @@ def check_inputs(config: Any, keys: Sequence[str]) -> None:
     checkpoint path costs a second, not a model load. Values that are not local paths (``""``,
     the embedded ``smollm2``, ``tfds:...``, ``shape:...``, URLs) are skipped.
     """
-    missing = []
+    named = []
     for key in keys:
         value: Any = config
         for part in key.split("."):
             value = value[part]
-        value = str(value)
-        if value in NOT_PATHS or value.startswith(NOT_PATH_PREFIXES):
-            continue
-        if not pathlib.Path(value).expanduser().exists():
-            missing.append(f"'{key}' = {value!r}")
+        named.append((f"'{key}'", str(value)))
+    check_paths(named)
+
+
+def check_paths(named: Iterable[tuple[str, str]]) -> None:
+    """:func:`check_inputs` for ``(what, path)`` pairs: one :class:`UserError` naming each
+    missing local path (values that are not local paths are skipped)."""
+    missing = [f"{what} = {value!r}" for what, value in named
+               if value not in NOT_PATHS and not value.startswith(NOT_PATH_PREFIXES)
+               and not pathlib.Path(value).expanduser().exists()]
     if missing:
         raise UserError(
             "input not found: " + "; ".join(missing) + " (check the path, or the current directory)"
@@ -226,5 +231,14 @@ def training_run(config: Any, input_keys: Sequence[str]) -> Iterator[pathlib.Pat
     check_inputs(config, input_keys)
     output_dir = pathlib.Path(config.output_dir)
     with hold_output_dir(output_dir) if jax.process_index() == 0 else contextlib.nullcontext():
-        (output_dir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+        write_config(config, output_dir / "config.json")
         yield output_dir
+
+
+def write_config(config: Any, path: str | os.PathLike[str]) -> pathlib.Path:
+    """Writes the resolved config (every key, overrides applied) as JSON to ``path``, the record
+    from which the run can be repeated (``--config=<file>`` with the same values)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config.to_json_best_effort(indent=2) + "\n")
+    return path

@@ -33,8 +33,9 @@ def _choices() -> dict[str, tuple[str, ...]]:
     """Option -> its allowed values: the names of the registry that the reading code dispatches
     on, so adding a registry entry (a reward method, a loss aggregation) makes it a valid choice."""
     from rar_jax.data import examples
-    from rar_jax.eval import healthbench_eval
-    from rar_jax.judges import aggregation, factory, jax_backend, programmatic, rewards
+    from rar_jax.eval import healthbench_eval, judge_alignment
+    from rar_jax.judges import aggregation, factory, jax_backend, programmatic, prompts, rewards
+    from rar_jax.judges import rubric_generation
     from rar_jax.models import config as model_config
     from rar_jax.rl import advantages, losses, trainer
     from rar_jax.rubrics import ablations, schema
@@ -59,6 +60,9 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "judge.scoring": jax_backend.SCORING_MODES,
         "eval.grader_scoring": healthbench_eval.GRADER_SCORING_MODES,
         "eval.grader_prompt": healthbench_eval.GRADER_PROMPTS,
+        "rubric_generation.input_format": rubric_generation.INPUT_FORMATS,
+        "rubric_generation.domain": prompts.RUBRIC_GENERATION_DOMAINS,
+        "alignment.ties": judge_alignment.TIE_RULES,
     }
     return {key: tuple(registry) for key, registry in registries.items()}
 
@@ -308,7 +312,54 @@ def _check_values(config: config_dict.ConfigDict, num_devices: int | None) -> li
         f"is {judge.http.base_url!r}; the http judge needs an http(s) URL",
     )
 
+    errors.extend(_check_rubric_generation(config.rubric_generation))
+    errors.extend(_check_alignment(config.alignment))
     errors.extend(_check_mesh(config.mesh, num_devices))
+    return errors
+
+
+def _check_positive(section: str, values: Mapping[str, Any], keys: tuple[str, ...],
+                    minimum: float) -> list[str]:
+    """An error for each ``section.key`` of ``keys`` below ``minimum``."""
+    return [f"config key '{section}.{key}' must be >= {minimum}, got {values[key]!r}"
+            for key in keys if values[key] < minimum]
+
+
+def _check_rubric_generation(settings: config_dict.ConfigDict) -> list[str]:
+    """``rubric_generation.*`` (rar-rubrics, and the generated rubrics of rar-judge-alignment)."""
+    errors = _check_positive("rubric_generation", settings, (
+        "max_attempts", "max_tokens", "min_items", "batch_size"), 1)
+    errors += _check_positive("rubric_generation", settings, (
+        "temperature", "retry_temperature", "limit"), 0)
+    if settings.max_items < settings.min_items:
+        errors.append(f"config key 'rubric_generation.max_items' is {settings.max_items}, below "
+                      f"rubric_generation.min_items={settings.min_items}")
+    return errors
+
+
+def _check_alignment(settings: config_dict.ConfigDict) -> list[str]:
+    """``alignment.*`` (rar-judge-alignment): list items, model specs and ranges."""
+    from rar_jax.eval import judge_alignment
+    from rar_jax.eval.judge_alignment_run import split_list
+
+    errors = _check_positive("alignment", settings, ("perturb_max_tokens", "batch_size"), 1)
+    errors += _check_positive("alignment", settings, ("limit", "perturb_temperature"), 0)
+    conditions = split_list(settings.conditions)
+    unknown = [c for c in conditions if c not in judge_alignment.CONDITIONS]
+    if unknown or not conditions:
+        errors.append(f"config key 'alignment.conditions' is {settings.conditions!r}; expected "
+                      f"comma-separated names of {', '.join(judge_alignment.CONDITIONS)}")
+    if not split_list(settings.judges):
+        errors.append("config key 'alignment.judges' is empty; give at least one judge")
+    for key in ("judges", "generator", "rubric_generator"):
+        for spec in split_list(settings[key]):
+            try:
+                judge_alignment.parse_model_spec(spec)
+            except ValueError as error:
+                errors.append(f"config key 'alignment.{key}': {error}")
+    if not 0 < settings.confidence < 1:
+        errors.append(f"config key 'alignment.confidence' is {settings.confidence}; it must be "
+                      "in (0, 1)")
     return errors
 
 

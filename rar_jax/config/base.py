@@ -193,4 +193,44 @@ def get_config() -> config_dict.ConfigDict:
     config.eval.grader_scoring = "generate"  # HealthBench grading: generate (write and parse the grader JSON) or verdict_probs (read P(true) after '{"criteria_met": '; jax judge).
     config.eval.grader_threshold = 0.5  # verdict_probs grading: a criterion is met when P(true) >= this (P(true) is kept per criterion to re-threshold).
 
+
+    # --- Rubric generation (rar-rubrics; rar_jax.judges.rubric_files) ---------------------------
+    # rar-judge-alignment's generated rubrics use domain, max_attempts, max_tokens, temperature,
+    # retry_temperature, min_items and max_items of this section too (batches: alignment.batch_size).
+    # Attempt 1 is seeded with `seed`, attempt a > 1 with seed + a - 1.
+    config.rubric_generation = config_dict.ConfigDict()
+    config.rubric_generation.input = ""  # JSONL of questions ('question' or 'prompt') or HealthBench records, or tfds:<name>[/<config>]:<split>.
+    config.rubric_generation.input_format = "auto"  # Record kind: questions, healthbench, or auto (HealthBench when a record has no question but prompt_id, rubrics, ideal_completions_data or example_tags).
+    config.rubric_generation.output = ""  # JSONL of the valid rubrics (RaR format); with stats_only, the statistics JSON. The resolved config goes beside it (<output>.config.json).
+    config.rubric_generation.failures_output = ""  # JSONL of the records without a valid rubric; "" = <output>.failures.jsonl.
+    config.rubric_generation.stats_only = False  # Generate nothing: write the rubric statistics of the input (data.format records or tfds:...) to output (for rar-tables --rubric_stats).
+    config.rubric_generation.domain = "medical"  # Rubric-generation prompt: medical or science.
+    config.rubric_generation.use_reference = True  # Show the reference answer to the generator when a record has one.
+    config.rubric_generation.require_reference = False  # Leave out (and count) records without a reference answer (one pool for the files with and without reference).
+    config.rubric_generation.max_attempts = 3  # Attempts per question, the first included.
+    config.rubric_generation.max_tokens = 2048  # Most tokens per generated rubric.
+    config.rubric_generation.temperature = 0.0  # Temperature of attempt 1 (0 = greedy).
+    config.rubric_generation.retry_temperature = 0.8  # Temperature of attempts 2.. (> 0 so a retry can differ).
+    config.rubric_generation.min_items = 7  # Fewest rubric items accepted.
+    config.rubric_generation.max_items = 20  # Most rubric items accepted.
+    config.rubric_generation.batch_size = 32  # Questions per generation call.
+    config.rubric_generation.limit = 0  # Use only the first N records; 0 = all.
+
+    # --- Judge alignment, the paper's Figure 3 (rar-judge-alignment; rar_jax.eval.judge_alignment_run)
+    # Outputs go to output_dir (with the resolved config, config.json).
+    config.alignment = config_dict.ConfigDict()
+    config.alignment.data = ""  # HealthBench JSONL, or tfds:healthbench[/<config>]:<split>.
+    config.alignment.limit = 0  # Use the first N prompts with an ideal completion; 0 = all.
+    config.alignment.generator = "smollm2"  # Writes the perturbed answers: a JAX model source (smollm2, .gguf, HF dir) or http:<model>@<base_url>.
+    config.alignment.perturbations = ""  # JSONL store of perturbed answers (reused across runs); "" = <output_dir>/perturbations.jsonl.
+    config.alignment.perturb_max_tokens = 1024  # Most tokens per perturbed answer.
+    config.alignment.perturb_temperature = 0.0  # Temperature of the perturbation (0 = greedy).
+    config.alignment.rubric_generator = ""  # Writes the generated rubrics (same forms as generator); "" = alignment.generator.
+    config.alignment.generated_rubrics = ""  # JSONL store of the rubrics generated without reference ("_reference" before .jsonl: with it); "" = <output_dir>/generated_rubrics.jsonl.
+    config.alignment.judges = "smollm2"  # Comma-separated judges: JAX model sources and/or http:<model>@<base_url>.
+    config.alignment.conditions = "reference_rubric,generated_rubric,likert"  # Comma-separated conditions of rar_jax.eval.judge_alignment.CONDITIONS (default: Figure 3's three lines).
+    config.alignment.ties = "wrong"  # A tied pair counts wrong (the paper) or half.
+    config.alignment.confidence = 0.95  # Coverage of the Wilson interval of each accuracy.
+    config.alignment.batch_size = 16  # Pairs per judge / generator call.
+
     return config

@@ -90,3 +90,18 @@ def test_tables_with_a_missing_or_empty_runs_root(tmp_path):
                        "is not a folder")
     _assert_user_error(run_experiment("tables.py", f"--runs_root={tmp_path}"),
                        "holds no run folder")
+
+
+@pytest.mark.parametrize("script, args, needles", [
+    ("rubrics.py", ["--config.rubric_generation.domain=law"],
+     ["'rubric_generation.domain' is 'law'", "medical, science"]),
+    ("judge_alignment.py", ["--config.alignment.conditions=likert,nope"],
+     ["'alignment.conditions'", "reference_rubric"]),
+    ("judge_alignment.py", ["--config.alignment.judges=http:judge"], ["'alignment.judges'"]),
+])
+def test_a_bad_rubrics_or_alignment_option_is_one_line(script, args, needles, tmp_path):
+    inputs = {"rubrics.py": [f"--config.rubric_generation.input={tmp_path / 'q.jsonl'}",
+                             f"--config.rubric_generation.output={tmp_path / 'r.jsonl'}"],
+              "judge_alignment.py": [f"--config.alignment.data={tmp_path / 'hb.jsonl'}"]}
+    _assert_user_error(run_experiment(script, *inputs[script], *args, timeout=120), *needles)
+    assert list(tmp_path.iterdir()) == []  # Nothing was written.

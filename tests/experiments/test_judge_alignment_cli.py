@@ -96,12 +96,13 @@ def run_cli(tmp_path: pathlib.Path, data_path: pathlib.Path, servers, *args: str
     generator, judge_a, judge_b = servers
     return run_experiment(
         "judge_alignment.py",
-        f"--data={data_path}",
-        f"--generator=http:gen@{generator.base_url}",
-        f"--judges=http:judge-a@{judge_a.base_url},http:judge-b@{judge_b.base_url}",
-        f"--output_dir={tmp_path / 'out'}",
-        "--rubric_max_attempts=2",
-        "--batch_size=2",
+        f"--config.alignment.data={data_path}",
+        f"--config.alignment.generator=http:gen@{generator.base_url}",
+        "--config.alignment.judges="
+        f"http:judge-a@{judge_a.base_url},http:judge-b@{judge_b.base_url}",
+        f"--config.output_dir={tmp_path / 'out'}",
+        "--config.rubric_generation.max_attempts=2",
+        "--config.alignment.batch_size=2",
         "--config.judge.http.max_attempts=1",
         "--config.judge.http.progress_min_requests=0",
         *args,
@@ -149,11 +150,17 @@ def test_end_to_end_with_fake_generator_and_judges(data, servers, tmp_path):
     judge_a.replies = judge_reply("judge-a")
     judge_b.replies = judge_reply("judge-b")
 
-    ours = ("--conditions=rubric,likert,generated_rubric", "--ties=half")
+    ours = ("--config.alignment.conditions=rubric,likert,generated_rubric",
+            "--config.alignment.ties=half")
     process = run_cli(tmp_path, data_path, servers, *ours)
     assert process.returncode == 0, process.stderr[-3000:]
     out = tmp_path / "out"
     report = json.loads((out / "alignment.json").read_text())
+    dumped = json.loads((out / "config.json").read_text())  # The resolved config, beside.
+    assert dumped["alignment"]["ties"] == "half" and dumped["alignment"]["batch_size"] == 2
+    assert dumped["alignment"]["judges"] == (
+        f"http:judge-a@{judge_a.base_url},http:judge-b@{judge_b.base_url}")
+    assert dumped["rubric_generation"]["max_attempts"] == 2
     assert report["pairs"] == 3 and report["excluded"] == {"no ideal completion": 1}
     assert report["perturbation"] == {
         "generator": f"http:gen@{generator.base_url}",
@@ -203,7 +210,7 @@ def test_end_to_end_with_fake_generator_and_judges(data, servers, tmp_path):
 
     # Second run, ties wrong: stored answers and rubrics are reused; only failures are retried.
     generator.reset()
-    process = run_cli(tmp_path, data_path, servers, ours[0], "--ties=wrong")
+    process = run_cli(tmp_path, data_path, servers, ours[0], "--config.alignment.ties=wrong")
     assert process.returncode == 0, process.stderr[-3000:]
     report = json.loads((out / "alignment.json").read_text())
     assert report["perturbation"]["reused"] == 3 and report["perturbation"]["generated"] == 0

@@ -60,6 +60,11 @@ QUESTIONS = [
 ]
 
 
+def generation(**options: object) -> list[str]:
+    """``--config.rubric_generation.<key>=<value>`` overrides."""
+    return [f"--config.rubric_generation.{key}={value}" for key, value in options.items()]
+
+
 def run_rubrics(tmp_path: pathlib.Path, questions: list[dict], *args: str):
     """Writes the questions and runs rar-rubrics; returns (process, output path, failures path)."""
     questions_path = tmp_path / "questions.jsonl"
@@ -67,8 +72,8 @@ def run_rubrics(tmp_path: pathlib.Path, questions: list[dict], *args: str):
     output = tmp_path / "rubrics.jsonl"
     process = run_experiment(
         "rubrics.py",
-        f"--input={questions_path}",
-        f"--output={output}",
+        f"--config.rubric_generation.input={questions_path}",
+        f"--config.rubric_generation.output={output}",
         "--config.judge.backend=http",
         "--config.judge.http.max_concurrency=4",
         "--config.judge.http.max_attempts=1",
@@ -98,16 +103,23 @@ def test_retries_invalid_output_and_reports_what_still_fails(server, tmp_path):
         tmp_path,
         QUESTIONS,
         f"--config.judge.http.base_url={server.base_url}",
-        "--domain=science",
-        "--max_attempts=2",
-        "--seed=5",
-        "--retry_temperature=0.7",
+        "--config.rubric_generation.domain=science",
+        "--config.rubric_generation.max_attempts=2",
+        "--config.seed=5",
+        "--config.rubric_generation.retry_temperature=0.7",
     )
     assert process.returncode == 0, process.stderr
     assert (
         "rubrics for 3 questions: 2 valid (1 on the first attempt, 1 after retries), 1 failed "
         "after 2 attempts" in process.stdout
     )
+    # The resolved config goes beside the output: the overrides and every default.
+    dumped = json.loads((tmp_path / "rubrics.config.json").read_text())
+    assert dumped["seed"] == 5 and dumped["judge"]["backend"] == "http"
+    assert {k: dumped["rubric_generation"][k] for k in (
+        "input", "domain", "max_attempts", "retry_temperature", "min_items")} == {
+        "input": str(tmp_path / "questions.jsonl"), "domain": "science", "max_attempts": 2,
+        "retry_temperature": 0.7, "min_items": 7}
 
     scurvy, rickets = [json.loads(line) for line in output.read_text().splitlines()]
     assert scurvy["id"] == "q1" and scurvy["question_source"] == "test"
@@ -170,8 +182,8 @@ def test_without_reference_and_request_failures(server, tmp_path):
         tmp_path,
         QUESTIONS[:2],
         f"--config.judge.http.base_url={server.base_url}",
-        "--nouse_reference",
-        "--max_attempts=1",
+        "--config.rubric_generation.use_reference=False",
+        "--config.rubric_generation.max_attempts=1",
     )
     assert process.returncode == 0, process.stderr
     assert output.read_text() == ""
@@ -194,7 +206,7 @@ def test_without_reference_and_request_failures(server, tmp_path):
 
 def test_bad_question_record_names_file_line_and_field(tmp_path):
     process, output, _ = run_rubrics(
-        tmp_path, [QUESTIONS[0], {"id": "x", "answer": "no question"}], "--max_attempts=1"
+        tmp_path, [QUESTIONS[0], {"id": "x", "answer": "no question"}], *generation(max_attempts=1)
     )
     assert process.returncode != 0
     assert "questions.jsonl:2: question: expected a 'question' or 'prompt' field" in process.stderr
@@ -285,14 +297,14 @@ def test_healthbench_records_become_rar_training_data(server, shared_data, tmp_p
     output = tmp_path / "healthbench_train.fake.ref.jsonl"
     process = run_experiment(
         "rubrics.py",
-        f"--input={source}",
-        f"--output={output}",
-        f"--limit={HEALTHBENCH_LIMIT}",
+        f"--config.rubric_generation.input={source}",
+        f"--config.rubric_generation.output={output}",
+        f"--config.rubric_generation.limit={HEALTHBENCH_LIMIT}",
         "--config.judge.backend=http",
         f"--config.judge.http.base_url={server.base_url}",
         "--config.judge.http.max_attempts=1",
         "--config.judge.http.progress_min_requests=0",
-        "--max_attempts=1",
+        "--config.rubric_generation.max_attempts=1",
         cwd=tmp_path,
         timeout=300,
     )
@@ -372,16 +384,16 @@ def test_healthbench_without_reference_from_a_built_tfds_split(server, shared_da
     output = tmp_path / "healthbench_train.fake.noref.jsonl"
     process = run_experiment(
         "rubrics.py",
-        "--input=tfds:healthbench:train",
+        "--config.rubric_generation.input=tfds:healthbench:train",
         f"--config.data.tfds_data_dir={data_dir}",
-        f"--output={output}",
-        "--limit=3",
-        "--nouse_reference",
-        "--input_format=healthbench",
+        f"--config.rubric_generation.output={output}",
+        "--config.rubric_generation.limit=3",
+        "--config.rubric_generation.use_reference=False",
+        "--config.rubric_generation.input_format=healthbench",
         "--config.judge.backend=http",
         f"--config.judge.http.base_url={server.base_url}",
         "--config.judge.http.max_attempts=1",
-        "--max_attempts=1",
+        "--config.rubric_generation.max_attempts=1",
         cwd=tmp_path,
         timeout=300,
     )
@@ -412,7 +424,7 @@ def test_malformed_healthbench_records_name_file_line_and_field(shared_data, tmp
     process, output, _ = run_rubrics(
         tmp_path,
         [good, ends_with_assistant, bad_tags, bad_ideal, bad_rubrics, no_prompt],
-        "--max_attempts=1",
+        "--config.rubric_generation.max_attempts=1",
     )
     assert process.returncode != 0
     path = tmp_path / "questions.jsonl"
@@ -480,18 +492,19 @@ def test_record_kinds_and_question_forms():
 
 
 def test_require_reference_pool_and_rubric_statistics(server, shared_data, tmp_path):
-    """--require_reference leaves out the records without an ideal completion even when the
-    reference is not shown (one pool for the ref and noref files); the statistics of the written
-    rubrics go beside them, and --stats computes the same from the file."""
+    """rubric_generation.require_reference leaves out the records without an ideal completion
+    even when the reference is not shown (one pool for the ref and noref files); the statistics
+    of the written rubrics go beside them, and stats_only computes the same from the file."""
     records = healthbench_records(shared_data)
     server.replies = replies_by_last_turn(records)
     output = tmp_path / "healthbench_train.fake.noref.jsonl"
     process = run_experiment(
-        "rubrics.py", f"--input={shared_data / HEALTHBENCH_FILE}", f"--output={output}",
-        f"--limit={HEALTHBENCH_LIMIT}", "--config.judge.backend=http",
+        "rubrics.py", *generation(input=shared_data / HEALTHBENCH_FILE, output=output,
+                                  limit=HEALTHBENCH_LIMIT, max_attempts=1, use_reference=False,
+                                  require_reference=True),
+        "--config.judge.backend=http",
         f"--config.judge.http.base_url={server.base_url}", "--config.judge.http.max_attempts=1",
-        "--config.judge.http.progress_min_requests=0", "--max_attempts=1",
-        "--nouse_reference", "--require_reference", cwd=tmp_path, timeout=300,
+        "--config.judge.http.progress_min_requests=0", cwd=tmp_path, timeout=300,
     )
     assert process.returncode == 0, process.stderr
     written = [json.loads(line) for line in output.read_text().splitlines()]
@@ -511,9 +524,10 @@ def test_require_reference_pool_and_rubric_statistics(server, shared_data, tmp_p
     assert stats["require_reference"] is True
 
     again = tmp_path / "again.json"
-    process = run_experiment("rubrics.py", "--stats", f"--input={output}", f"--output={again}",
+    process = run_experiment("rubrics.py", *generation(stats_only=True, input=output, output=again),
                              "--config.data.format=rar", cwd=tmp_path, timeout=300)
     assert process.returncode == 0, process.stderr
+    assert json.loads((tmp_path / "again.config.json").read_text())["data"]["format"] == "rar"
     recomputed = json.loads(again.read_text())
     assert recomputed["criteria_per_rubric"] == stats["criteria_per_rubric"]
     assert recomputed["category_shares"] == pytest.approx(stats["category_shares"])
