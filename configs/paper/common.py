@@ -130,42 +130,33 @@ def rubric_file(generator: str, with_reference: bool) -> str:
     HealthBench training prompts: the ``tfds:healthbench:train`` prompts (HealthBench without
     HealthBench-1k, 4,000) that have an ideal completion (about 84 %, some 3,400), so that
     every Table 1-3 method, Reference-Likert included, trains on the same prompts and a ``ref``
-    file holds no rubric made without the reference (``--require_reference``). Record fields:
+    file holds no rubric made without the reference (``require_reference``). Record fields:
     ``question`` = the HealthBench conversation (the trainer sees the same prompt as with the
     physician rubrics), ``id`` = ``prompt_id``, ``example_tags``, the generated ``rubric``;
     ``reference_answer`` = the ideal completion for ``ref`` files, "" for ``noref`` files. Made
     once per file (seven files: ``o3_mini`` ``ref`` and ``noref``, and ``noref`` for ``gpt4o``,
     ``gpt4o_mini``, ``qwen72b``, ``qwen32b``, ``qwen7b``). First build the data set (once),
-    then run ``rar-rubrics`` per file:
+    then run ``rar-rubrics`` per file with its config (``configs/paper/rubrics/
+    healthbench_train.py``: the generator's API, the paper's prompt, ``require_reference``,
+    o3-mini as a reasoning model with 16,384 tokens, the output path of this function):
 
         rar-build-dataset --dataset=healthbench \\
             --manual_dir=<folder with simple-evals' HealthBench JSONL files> \\
             --data_dir=$TFDS_DATA_DIR
         # Table 1 (synthetic) = Table 3 (o3-mini with reference), and Table 2:
-        rar-rubrics --config=configs/base.py --config.judge.backend=http \\
-            --config.judge.http.base_url=https://api.openai.com/v1 \\
-            --config.judge.http.model=o3-mini --config.judge.http.reasoning_model=true \\
-            --config.judge.http.timeout_s=300 --config.judge.http.cache_dir=cache/rubrics \\
-            --config.judge.templates_dir=paper \\
-            --input=tfds:healthbench:train --domain=medical --use_reference --require_reference \\
-            --max_tokens=16384 --output=$RAR_RUBRICS_DIR/healthbench_train.o3_mini.ref.jsonl
+        rar-rubrics --config=configs/paper/rubrics/healthbench_train.py:o3_mini.ref
         # Table 1 (synthetic, no reference) and Table 3 (no reference), generator <g>:
-        rar-rubrics --config=configs/base.py --config.judge.backend=http \\
-            --config.judge.http.base_url=<API of the generator> \\
-            --config.judge.http.model=<RUBRIC_GENERATORS[<g>]> --config.judge.http.timeout_s=300 \\
-            --config.judge.http.cache_dir=cache/rubrics --config.judge.templates_dir=paper \\
-            --input=tfds:healthbench:train --domain=medical --nouse_reference --require_reference \\
-            --output=$RAR_RUBRICS_DIR/healthbench_train.<g>.noref.jsonl
+        rar-rubrics --config=configs/paper/rubrics/healthbench_train.py:<g>.noref
 
     with ``<g>`` each of ``o3_mini``, ``gpt4o``, ``gpt4o_mini`` (``https://api.openai.com/v1``,
-    key in ``$OPENAI_API_KEY``; for ``o3_mini`` add ``--config.judge.http.reasoning_model=true
-    --max_tokens=16384`` as above: the limit also covers its hidden reasoning), ``qwen72b``,
-    ``qwen32b``, ``qwen7b`` (an OpenAI-compatible server of ``Qwen/Qwen2.5-<size>-Instruct``, e.g.
-    vLLM, or ``rar-serve-judge``). ``$TFDS_DATA_DIR``
-    (or ``--config.data.tfds_data_dir``) must be where the data set was built. Prompts still
-    without a valid rubric after ``--max_attempts`` go to ``<file>.failures.jsonl``, not into
-    training; the rubric statistics go to ``<file>.stats.json`` (for ``rar-tables
-    --rubric_stats``). A JSONL of HealthBench records works as ``--input`` too.
+    key in ``$OPENAI_API_KEY``), ``qwen72b``, ``qwen32b``, ``qwen7b`` (an OpenAI-compatible
+    server of ``Qwen/Qwen2.5-<size>-Instruct``, e.g. vLLM, or ``rar-serve-judge``, at
+    ``$RAR_GENERATOR_URL`` or ``--config.judge.http.base_url``). ``$TFDS_DATA_DIR`` (or
+    ``--config.data.tfds_data_dir``) must be where the data set was built. Prompts still without
+    a valid rubric after ``rubric_generation.max_attempts`` go to ``<file>.failures.jsonl``, not
+    into training; the rubric statistics go to ``<file>.stats.json`` (for ``rar-tables
+    --rubric_stats``) and the resolved config to ``<file>.config.json``. A JSONL of HealthBench
+    records works as ``--config.rubric_generation.input`` too.
     """
     if generator not in RUBRIC_GENERATORS:
         raise ValueError(f"unknown rubric generator {generator!r}; expected one of "

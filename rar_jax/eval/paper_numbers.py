@@ -195,7 +195,8 @@ CANONICAL_RUNS: dict[str, str] = {"table3_o3_mini_ref": "table1_synthetic"}
 
 # Rubric statistics the paper reports for its data sets (PAPER.md section 2): name -> mean
 # criteria per rubric (the paper reports no category shares). ``rar-tables --rubric_stats`` shows
-# them beside the statistics file of the same stem (``rar-rubrics --stats``: ``rar_medicine.json``).
+# them beside the statistics file of the same stem (``rar-rubrics`` with
+# ``rubric_generation.stats_only``: ``rar_medicine.json``).
 RUBRIC_STATISTICS: dict[str, float] = {"rar_medicine": 9.6, "rar_science": 7.5}
 
 

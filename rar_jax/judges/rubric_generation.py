@@ -1,6 +1,6 @@
 """Rubric generation with validation and retries, for any backend that writes text.
 
-Shared by ``rar-rubrics`` (:mod:`rar_jax.experiments.rubrics`) and ``rar-judge-alignment``
+Shared by ``rar-rubrics`` (:mod:`rar_jax.judges.rubric_files`) and ``rar-judge-alignment``
 (rubrics generated without the reference). Each :class:`Question` gets the rubric-generation
 prompt of :func:`rar_jax.judges.prompts.rubric_generation_prompt`; every reply is parsed and
 validated by :func:`validate_rubric` (:func:`rar_jax.judges.parsing.parse_rubric` plus the

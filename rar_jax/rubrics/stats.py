@@ -2,7 +2,7 @@
 2: criteria per rubric, e.g. a mean of 9.6 for RaR-Medicine, and the share of each category).
 
 ``rar-rubrics`` writes them beside the rubrics it generated (``<output>.stats.json``) and, with
-``--stats``, for any rubric data set; ``rar-tables`` shows them beside the paper's.
+``rubric_generation.stats_only``, for any rubric data set; ``rar-tables`` shows them beside the paper's.
 """
 
 from __future__ import annotations

@@ -532,3 +532,32 @@ def test_require_reference_pool_and_rubric_statistics(server, shared_data, tmp_p
     assert recomputed["criteria_per_rubric"] == stats["criteria_per_rubric"]
     assert recomputed["category_shares"] == pytest.approx(stats["category_shares"])
     assert recomputed["examples_without_rubric"] == 0
+
+
+def test_paper_rubric_configs_write_where_the_paper_configs_read():
+    """configs/paper/rubrics/healthbench_train.py: the seven generated files of Tables 1-3, each
+    a valid config whose output is the file the paper configs train on."""
+    import runpy
+
+    from rar_jax.config import validate
+
+    from cli_runner import REPO_ROOT
+
+    common = runpy.run_path(str(REPO_ROOT / "configs" / "paper" / "common.py"))
+    files = runpy.run_path(str(REPO_ROOT / "configs" / "paper" / "rubrics" /
+                               "healthbench_train.py"))
+    seven = ["o3_mini.ref"] + [f"{g}.noref" for g in common["RUBRIC_GENERATORS"]]
+    assert len(seven) == 7
+    for argument in seven:
+        generator, _, reference = argument.partition(".")
+        config = files["get_config"](argument)
+        validate(config)
+        settings = config.rubric_generation
+        assert settings.output == common["rubric_file"](generator, reference == "ref")
+        assert (settings.use_reference, settings.require_reference) == (reference == "ref", True)
+        assert settings.input == "tfds:healthbench:train" and settings.domain == "medical"
+        assert config.judge.http.model == common["RUBRIC_GENERATORS"][generator]
+        assert config.judge.http.reasoning_model is (generator == "o3_mini")
+        assert settings.max_tokens == (16384 if generator == "o3_mini" else 2048)
+    with pytest.raises(ValueError, match="<generator>.<ref|noref>"):
+        files["get_config"]("o3_mini")
