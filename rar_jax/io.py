@@ -14,7 +14,7 @@ import math
 import os
 import pathlib
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TextIO
 
 import numpy as np
@@ -109,6 +109,49 @@ def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, An
             raise JsonlError(f"{name}:{line_number}: {problem}")
         yield line_number, value
 
+
+
+class RecordErrors(UserError, ValueError):
+    """Bad records of an input; one line per record, each naming file, line and field."""
+
+
+# Bad records listed in one RecordErrors message.
+MAX_LISTED_ERRORS = 10
+
+
+def check_records(
+    rows: Iterable[Any], check: Callable[[Any], Any], *, limit: int = 0,
+    max_errors: int = MAX_LISTED_ERRORS,
+) -> list[Any]:
+    """``check`` of every row (None = left out); every bad row is found before one error.
+
+    Args:
+        rows: the input rows, in order (e.g. ``(line, record)`` of :func:`iter_jsonl`).
+        check: row -> item, None to leave the row out, or a ValueError naming file, line and
+            field.
+        limit: stop after this many rows were kept or failed (0 = all).
+        max_errors: how many errors the raised message lists.
+
+    Raises:
+        RecordErrors listing the first ``max_errors`` errors and how many more there are.
+    """
+    items: list[Any] = []
+    errors: list[str] = []
+    for row in rows:
+        try:
+            item = check(row)
+        except ValueError as error:
+            errors.append(str(error))
+        else:
+            if item is not None:
+                items.append(item)
+        if limit and len(items) + len(errors) >= limit:
+            break
+    if errors:
+        more = len(errors) - max_errors
+        shown = errors[:max_errors] + ([f"... and {more} more bad records"] if more > 0 else [])
+        raise RecordErrors("\n".join(shown))
+    return items
 
 
 def append_jsonl(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> None:

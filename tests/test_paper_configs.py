@@ -17,8 +17,6 @@ import json
 import math
 import pathlib
 import runpy
-import subprocess
-import sys
 from typing import Any
 
 import jax
@@ -421,26 +419,23 @@ def test_the_untrained_rows_of_figure2_have_evaluation_configs(name):
     assert small.model.source == "smollm2" and small.eval.limit == 5
 
 
-def test_the_gpqa_verifier_is_its_own_model(tmp_path):
-    """rar-eval gpqa asks eval.gpqa_verifier_model (gpt-4o) instead of the training judge (in a
-    subprocess: rar-eval's module defines absl flags that this process already has)."""
-    script = f"""
-import runpy, sys
-from rar_jax.experiments import eval as eval_cli
-from rar_jax.eval import gpqa_eval
-config = runpy.run_path({str(PAPER_DIR / "science_rar_implicit.py")!r})["get_config"]()
-config.eval.gpqa_path = "unused.csv"
-gpqa_eval.read_gpqa_items = lambda *args, **kwargs: []
-def load(config, needs_judge=True):
-    print("verifier", config.judge.http.model, needs_judge)
-    sys.exit(0)
-eval_cli.load_policy_and_judge = load
-eval_cli.run_gpqa(config, None)
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120, check=False, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "verifier gpt-4o True"
+def test_the_gpqa_verifier_is_its_own_model(monkeypatch):
+    """rar-eval gpqa asks eval.gpqa_verifier_model (gpt-4o) instead of the training judge."""
+    from rar_jax.eval import benchmark_runs, gpqa_eval
+
+    class Loaded(Exception):
+        """Stops the run once the policy and judge would be loaded."""
+
+    def load(config, needs_judge=True):
+        raise Loaded(config.judge.http.model, needs_judge)
+
+    monkeypatch.setattr(gpqa_eval, "read_gpqa_items", lambda *args, **kwargs: [])
+    monkeypatch.setattr(benchmark_runs, "load_policy_and_judge", load)
+    config = load_config("science_rar_implicit")
+    config.eval.gpqa_path = "unused.csv"
+    with pytest.raises(Loaded) as loaded:
+        benchmark_runs.run_gpqa(config, None)
+    assert loaded.value.args == ("gpt-4o", True)
     config = load_config("science_rar_implicit")
     assert config.judge.http.model == "gpt-4o-mini"  # The training judge stays gpt-4o-mini.
     config.judge.backend = "jax"

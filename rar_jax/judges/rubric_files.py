@@ -39,10 +39,10 @@ import json
 import logging
 import os
 import pathlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from rar_jax.io import iter_jsonl, write_json, write_jsonl
+from rar_jax.io import MAX_LISTED_ERRORS, check_records, iter_jsonl, write_json, write_jsonl
 from rar_jax.judges.rubric_generation import (
     Question,
     failure_record,
@@ -57,45 +57,6 @@ from rar_jax.rubrics.stats import rubric_statistics
 TFDS_PREFIX = "tfds:"  # As rar_jax.data.sources.TFDS_PREFIX (imported lazily: tfds is slow).
 # Data-set record formats read from a TFDS input -> the record kind.
 TFDS_INPUT_KINDS = {"healthbench": "healthbench", "rar": "questions"}
-# Bad records listed in one error.
-MAX_LISTED_ERRORS = 10
-
-T = TypeVar("T")
-
-
-def check_records(
-    rows: Iterable[Any], check: Callable[[Any], T | None], *, limit: int = 0,
-    max_errors: int = MAX_LISTED_ERRORS,
-) -> list[T]:
-    """``check`` of every row (None = left out), every bad row's error gathered first.
-
-    Args:
-        rows: the input rows, in order.
-        check: row -> item, None to leave the row out, or a ValueError naming file, line and
-            field.
-        limit: stop after this many rows were kept or failed (0 = all).
-        max_errors: how many errors the raised message lists.
-
-    Raises:
-        RubricError listing the first ``max_errors`` errors and how many more there are.
-    """
-    items: list[T] = []
-    errors: list[str] = []
-    for row in rows:
-        try:
-            item = check(row)
-        except ValueError as error:
-            errors.append(str(error))
-        else:
-            if item is not None:
-                items.append(item)
-        if limit and len(items) + len(errors) >= limit:
-            break
-    if errors:
-        more = len(errors) - max_errors
-        shown = errors[:max_errors] + ([f"... and {more} more bad records"] if more > 0 else [])
-        raise RubricError("\n".join(shown))
-    return items
 
 
 def _tfds_records(
@@ -157,8 +118,8 @@ def read_questions(
         require_reference: leave out (and log) the records without a reference answer.
 
     Raises:
-        RubricError listing the first ``max_errors`` bad records (file, line and field each), or
-        saying that no record is left.
+        RecordErrors listing the first ``max_errors`` bad records (file, line and field each);
+        RubricError when no record is left.
     """
     name = os.fspath(path)
     if name.startswith(TFDS_PREFIX):
