@@ -105,3 +105,8 @@ def test_a_bad_rubrics_or_alignment_option_is_one_line(script, args, needles, tm
               "judge_alignment.py": [f"--config.alignment.data={tmp_path / 'hb.jsonl'}"]}
     _assert_user_error(run_experiment(script, *inputs[script], *args, timeout=120), *needles)
     assert list(tmp_path.iterdir()) == []  # Nothing was written.
+
+
+def test_tables_with_a_missing_run_folder(tmp_path):
+    _assert_user_error(run_experiment("tables.py", f"--runs={tmp_path / 'nope'}",
+                                      f"--output_dir={tmp_path / 'out'}"), "does not exist")

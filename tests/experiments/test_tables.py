@@ -12,8 +12,7 @@ import pytest
 
 from rar_jax.config import base_config
 from rar_jax.eval import paper_numbers
-from rar_jax.experiments import tables
-from rar_jax.experiments import train as train_lib
+from rar_jax.eval import tables
 from rar_jax.io import json_safe
 from rar_jax.metrics import MetricsWriter
 from rar_jax.rl.trainer import TrainSummary
