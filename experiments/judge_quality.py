@@ -19,7 +19,7 @@ Writes to ``--output_dir``: ``judge_quality.json`` (per data set and subgroup: n
 accuracy, precision, recall, F1, Cohen's kappa, ROC AUC, positive rates of labels and
 predictions, confusion counts), ``judge_quality.md`` (the same as tables) and
 ``judge_quality_pairs.jsonl`` (every pair with its label, P(true), prediction and failure
-reason).
+reason). The work is :mod:`rar_jax.eval.judge_quality_run`.
 
     rar-judge-quality --config=configs/base.py \\
         --healthbench_path=../shared/data/healthbench_graded_m42/judge_responses_100.jsonl \\
@@ -31,21 +31,16 @@ reason).
 
 from __future__ import annotations
 
-import collections
 import logging
 import pathlib
-import time
 from collections.abc import Sequence
-from typing import Any
 
 import jax
-import numpy as np
 from absl import app, flags
 
 from rar_jax import cli
 from rar_jax import config as rar_config
-from rar_jax.eval import judge_quality
-from rar_jax.io import write_json, write_jsonl
+from rar_jax.eval import judge_quality, judge_quality_run
 
 _CONFIG = rar_config.define_config_flag()
 _HEALTHBENCH_PATH = flags.DEFINE_string(
@@ -63,102 +58,6 @@ _LIMIT_KQA = flags.DEFINE_integer("limit_kqa", 0, "Score the first N K-QA pairs;
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Folder for the reports; default config.output_dir."
 )
-
-DATASET_TITLES = {
-    "healthbench": "HealthBench: agreement with the m42 grader's per-criterion verdicts",
-    "kqa": "K-QA: agreement with physicians (statement supported by the answer)",
-}
-
-
-def judge_description(config: Any) -> dict[str, Any]:
-    """The judge options that identify the judge in the report."""
-    judge = config.judge
-    description = {"backend": judge.backend, "templates_dir": judge.templates_dir or "packaged"}
-    if judge.backend == "http":
-        description.update(base_url=judge.http.base_url, model=judge.http.model)
-    else:
-        description.update(
-            model_source=judge.model_source,
-            scoring=judge.scoring,
-            prefix_reuse=bool(judge.prefix_reuse),
-            batch_size=int(judge.batch_size),
-        )
-    if judge.backend == "http" or judge.scoring == "generate":
-        description["max_tokens"] = int(judge.max_tokens)
-    return description
-
-
-def evaluate_dataset(
-    name: str, pair_set: judge_quality.PairSet, backend: Any, templates_dir: str | None
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Scores one data set's pairs; returns its report section and one record per pair."""
-    start = time.perf_counter()
-    scores = judge_quality.score_pairs(
-        pair_set.pairs, backend, templates_dir=templates_dir, description=f"judging {name}"
-    )
-    seconds = time.perf_counter() - start
-    reports = judge_quality.subgroup_reports(pair_set.pairs, scores.probabilities)
-    reasons = collections.Counter(reason for reason in scores.reasons if reason is not None)
-    scored_mass = scores.mass[np.isfinite(scores.mass) & ~np.isnan(scores.probabilities)]
-    section = {
-        "source": pair_set.source,
-        "pairs": len(pair_set.pairs),
-        "answers": len({pair.answer_id for pair in pair_set.pairs}),
-        "excluded": pair_set.excluded,
-        "seconds": seconds,
-        "mean_verdict_mass": float(scored_mass.mean()) if scored_mass.size else float("nan"),
-        "failure_reasons": dict(reasons.most_common()),
-        "reports": reports,
-    }
-    records = []
-    for pair, probability, mass, reason in zip(
-        pair_set.pairs, scores.probabilities, scores.mass, scores.reasons, strict=True
-    ):
-        scored = not np.isnan(probability)
-        records.append(
-            {
-                "dataset": name,
-                "pair_id": pair.pair_id,
-                "answer_id": pair.answer_id,
-                "criterion": pair.criterion,
-                "label": pair.label,
-                "p_true": float(probability) if scored else None,
-                "predicted": bool(probability >= judge_quality.DEFAULT_THRESHOLD)
-                if scored
-                else None,
-                "verdict_mass": float(mass),
-                "reason": reason,
-                "subgroups": list(pair.subgroups),
-            }
-        )
-    return section, records
-
-
-def markdown_report(report: dict[str, Any]) -> str:
-    """The report's tables, one section per data set."""
-    judge = ", ".join(f"{key}={value}" for key, value in report["judge"].items())
-    lines = [
-        "# Judge quality",
-        "",
-        f"Judge: {judge}. Prediction: P(true) >= {report['threshold']:g}; metrics over scored "
-        "pairs, `failed` = pairs the judge could not score.",
-    ]
-    for name, section in report["datasets"].items():
-        excluded = ", ".join(f"{count} {why}" for why, count in section["excluded"].items())
-        lines += [
-            "",
-            f"## {DATASET_TITLES[name]}",
-            "",
-            f"{section['pairs']} pairs over {section['answers']} answers from "
-            f"`{section['source']}`" + (f"; left out: {excluded}" if excluded else "")
-            + f"; {section['seconds']:.1f} s.",
-            "",
-            judge_quality.report_markdown(section["reports"]),
-        ]
-        if section["failure_reasons"]:
-            lines += ["", "Failure reasons:"]
-            lines += [f"- {count} x {why}" for why, count in section["failure_reasons"].items()]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str]) -> None:
@@ -187,27 +86,8 @@ def main(argv: Sequence[str]) -> None:
     for name, pair_set in pair_sets.items():
         logging.info("%s: %d pairs from %s", name, len(pair_set.pairs), pair_set.source)
 
-    from rar_jax.judges.factory import build_judge
-
-    backend = build_judge(config)
-    templates_dir = config.judge.templates_dir or None
-    report: dict[str, Any] = {
-        "judge": judge_description(config),
-        "threshold": judge_quality.DEFAULT_THRESHOLD,
-        "datasets": {},
-    }
-    records: list[dict[str, Any]] = []
-    for name, pair_set in pair_sets.items():
-        section, pair_records = evaluate_dataset(name, pair_set, backend, templates_dir)
-        report["datasets"][name] = section
-        records += pair_records
-
     output_dir = pathlib.Path(_OUTPUT_DIR.value or config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_json(output_dir / "judge_quality.json", report)
-    markdown = markdown_report(report)
-    (output_dir / "judge_quality.md").write_text(markdown)
-    write_jsonl(output_dir / "judge_quality_pairs.jsonl", records)
+    _, markdown = judge_quality_run.run_judge_quality(config, pair_sets, output_dir)
     print(markdown)
     print(
         f"Wrote judge_quality.json, judge_quality.md and judge_quality_pairs.jsonl to {output_dir}"
