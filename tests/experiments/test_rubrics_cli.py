@@ -561,3 +561,29 @@ def test_paper_rubric_configs_write_where_the_paper_configs_read():
         assert settings.max_tokens == (16384 if generator == "o3_mini" else 2048)
     with pytest.raises(ValueError, match="<generator>.<ref|noref>"):
         files["get_config"]("o3_mini")
+
+
+def test_a_written_config_replays_as_the_same_config(tmp_path):
+    """cli.write_config's JSON, read by configs/replay.py, is the config again."""
+    import runpy
+
+    from rar_jax import cli
+    from rar_jax.config import base_config
+
+    from cli_runner import REPO_ROOT
+
+    config = base_config()
+    config.seed = 7
+    config.rubric_generation.domain = "science"
+    config.rubric_generation.temperature = 0.3
+    config.alignment.conditions = "likert"
+    config.judge.http.timeout_s = 300  # An int where the schema holds a float.
+    path = cli.write_config(config, tmp_path / "run" / "config.json")
+    replay = runpy.run_path(str(REPO_ROOT / "configs" / "replay.py"))["get_config"]
+    again = replay(str(path))
+    assert again.to_dict() == config.to_dict()
+    assert isinstance(again.judge.http.timeout_s, float)
+    assert replay().to_dict() == base_config().to_dict()
+    path.write_text(json.dumps({"rubric_generation": {"domian": "science"}}))
+    with pytest.raises(ValueError, match="'rubric_generation.domian'"):
+        replay(str(path))
