@@ -18,6 +18,7 @@ the failed prompt's perturbation and the failed rubric again.
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 import pathlib
 
@@ -246,3 +247,36 @@ def test_end_to_end_with_fake_generator_and_judges(data, servers, tmp_path):
     # reference rubrics of prompts 0 and 1 and twice of prompt 2.
     assert generator.count() == 1 + 2 + 2 + 2
     assert "implicit judge, rubric generated with reference" in (out / "alignment.md").read_text()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("alignment.conditions", "likert,nope", "'alignment.conditions' is 'likert,nope'; expected"),
+    ("alignment.conditions", " , ", "'alignment.conditions'"),
+    ("alignment.judges", "", "'alignment.judges' is empty"),
+    ("alignment.judges", "smollm2,http:judge", "'alignment.judges': model spec 'http:judge'"),
+    ("alignment.generator", "http:gen@ftp://x", "'alignment.generator': model spec"),
+    ("alignment.confidence", 1.0, "'alignment.confidence' is 1.0"),
+    ("alignment.limit", -1, "'alignment.limit' must be >= 0"),
+    ("alignment.batch_size", 0, "'alignment.batch_size' must be >= 1"),
+    ("alignment.ties", "coin", "'alignment.ties' is 'coin'; expected one of wrong, half"),
+    ("rubric_generation.max_items", 5, "'rubric_generation.max_items' is 5, below"),
+    ("rubric_generation.retry_temperature", -0.5, "'rubric_generation.retry_temperature' must"),
+    ("rubric_generation.max_attempts", 0, "'rubric_generation.max_attempts' must be >= 1"),
+    ("rubric_generation.domain", "law", "expected one of medical, science"),
+    ("rubric_generation.input_format", "csv", "expected one of auto, questions, healthbench"),
+])
+def test_alignment_and_rubric_generation_keys_are_validated(key, value, message):
+    from rar_jax import config as rar_config
+
+    config = rar_config.base_config()
+    section, name = key.split(".")
+    config[section][name] = value
+    with pytest.raises(rar_config.ConfigError, match=re.escape(message)):
+        rar_config.validate(config)
+
+
+def test_list_options_split_on_commas():
+    from rar_jax.eval.judge_alignment_run import split_list
+
+    assert split_list(" smollm2, http:m@http://h/v1 ,,x") == ["smollm2", "http:m@http://h/v1", "x"]
+    assert split_list("") == []
