@@ -12,7 +12,8 @@ Not a test (CI never runs it). In one run it measures:
   to ``rl.max_prompt_length``, ``rl.max_completion_length`` new tokens) at each of
   ``--decode_batches``. The state after the prefill is made once per batch size; each timed call
   decodes from a fresh copy of it, so the time excludes the prefill, the copy and compilation
-  (the per-call weight layout of ``decode_weights`` is part of the program and is included).
+  (the per-call per-layer weights of ``StackedLayers.per_layer`` are part of the program and are
+  included).
   tokens/s = rows x decode steps / seconds; bytes per step = the weights in the compute dtype
   (read once per step) + the KV cache buffers a step reads (the whole attention window of every
   layer, their sizes as allocated); FLOPs per step from ``rar_jax.aot.flops.decode_flops`` over
@@ -67,13 +68,12 @@ from flax import nnx
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.judge import DEFAULT_PATHS  # noqa: E402
+from benchmarks.judge import DEFAULT_PATHS, count_flops  # noqa: E402
 from benchmarks.sampler import NO_EOS_ID, QUESTIONS  # noqa: E402
 from rar_jax.aot import flops as flops_lib  # noqa: E402
 from rar_jax.eval.judge_quality import healthbench_pairs, judge_prompts, kqa_pairs  # noqa: E402
 from rar_jax.judges.jax_backend import JaxJudge  # noqa: E402
 from rar_jax.models.batching import left_pad  # noqa: E402
-from rar_jax.models.config import ModelConfig  # noqa: E402
 from rar_jax.models.loading import load_from_config  # noqa: E402
 from rar_jax.models.sampler import Sampler, SamplingParams  # noqa: E402
 from rar_jax.rl import train_step  # noqa: E402
@@ -171,7 +171,7 @@ def decode_figures(sampler: Sampler, prompts: list[list[int]], batch: int, promp
 
     def decode(fresh: Any) -> Any:
         return sampler.decode_program(sampler.graphdef, sampler.params, fresh, stop, temperature,
-                                      top_p, prompt_len=prompt_len, window=window, **static)
+                                      top_p, window=window, **static)
 
     copy = functools.partial(jax.tree.map, jnp.copy, state)
     first, seconds = timed_runs(decode, repeats, prepare=copy)
@@ -196,57 +196,13 @@ def decode_figures(sampler: Sampler, prompts: list[list[int]], batch: int, promp
 
 
 # ------------------------------------------------------------------------------- judge
-def lm_head_flops(config: ModelConfig, tokens: int) -> float:
-    """The LM head's share of ``forward_flops`` for ``tokens`` tokens (its ``2 d V`` term)."""
-    return tokens * 2.0 * config.hidden_size * config.vocab_size
-
-
-class CountedCalls:
-    """Wraps a jitted judge function, adding each call's FLOPs (``count(args, kwargs)``)."""
-
-    def __init__(self, function: Any, count: Callable[..., float]):
-        self.function, self.count, self.flops = function, count, 0.0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.flops += self.count(args, kwargs)
-        return self.function(*args, **kwargs)
-
-
-def prefill_call_flops(config: ModelConfig, args: tuple, kwargs: dict) -> float:
-    """``PREFILL_PREFIXES(graphdef, params, tokens [g, p], ...)``: g x p tokens over p slots, no
-    LM head. Checked on 2026-12-04 against XLA's cost analysis of the compiled call (2 x 64
-    tokens; XLA counts the scanned layer body once): 30 x XLA's count within 0.3%."""
-    rows, length = args[2].shape
-    return (flops_lib.forward_flops(config, rows, length, length)
-            - lm_head_flops(config, rows * length))
-
-
-def score_call_flops(config: ModelConfig, args: tuple, kwargs: dict) -> float:
-    """``SCORE_OPTIONS(graphdef, params, cache, row_source, tokens [r, t], ..., option_tokens
-    [r, R, O], ...)``: r x t tokens over (cached prefix +) t + O slots with the LM head at the
-    last position of each row; then, for multi-token or terminated options, R forwards of r x O
-    tokens with the LM head at every position."""
-    cache, tokens, options = args[2], args[4], args[7]
-    rows, length = tokens.shape
-    _, num_options, option_length = options.shape
-    context = length + option_length + (0 if cache is None else cache.keys.shape[2])
-    total = (flops_lib.forward_flops(config, rows, length, context)
-             - lm_head_flops(config, rows * (length - 1)))
-    if option_length > 1 or kwargs.get("terminated", False):
-        total += num_options * flops_lib.forward_flops(config, rows, option_length, context)
-    return total
-
-
 def judge_figures(model: Any, tokenizer: Any, prompts: list, groups: list[int], batch_size: int,
                   repeats: int) -> dict[str, dict[str, Any]]:
     """Verdict scoring with and without prefix reuse, calls alternated between the two."""
-    config = model.config
     judges, counters = {}, {}
     for name, reuse in (("reuse", True), ("no_reuse", False)):
         judge = JaxJudge(model, tokenizer, prefix_reuse=reuse, batch_size=batch_size)
-        judge._prefill = CountedCalls(judge._prefill, functools.partial(prefill_call_flops, config))
-        judge._score = CountedCalls(judge._score, functools.partial(score_call_flops, config))
-        judges[name], counters[name] = judge, (judge._prefill, judge._score)
+        judges[name], counters[name] = judge, count_flops(judge)
 
     def call(name: str) -> tuple[float, float]:
         """(seconds, FLOPs) of one scoring call."""

@@ -6,20 +6,35 @@ the parent can alternate timed calls of ours and tunix's (a noisy machine then a
 * first line: a JSON job ``{"model_dir": HF directory written by rar_jax's export_hf, "prompts":
   [chat-formatted strings], "prompt_ids": [[ids our tokenizer gives]], "max_new_tokens": int,
   "prompt_length": padded prompt length, "no_eos_id": int, "rope_theta": ..., "bos_id": ...,
-  "eos_id": ...}``: loads the same weights with tunix's Llama3 in float32, checks that its
-  tokenization of the prompts equals ours, answers ``{"ready": true, "load_s": ...}``;
+  "eos_id": ..., "dtype": "float32" | "bfloat16"}``: loads the same weights with tunix's Llama3 in
+  that dtype, checks that its tokenization of the prompts equals ours, answers ``{"ready": true,
+  "load_s": ...}``;
 * then lines ``{"batch": b, "steps": n}``: one greedy call on the first b prompts (cycled) that
-  generates n tokens; answers ``{"seconds": wall time, "first_answer_ids": [...]}``;
+  generates n tokens; answers ``{"seconds": wall time, "answer_ids": [[...] for each row]}``;
 * an empty line ends it.
 
 Set-up quirks (see the project's NOTES.md): the mesh needs explicit Auto axis types; the tokenizer is
-a small wrapper (encode/decode/bos_id/eos_id/pad_id) around our exported tokenizer.json. Its pad id is
-0 (<|endoftext|>), not SmolLM2's pad 2 = <|im_end|>, because tunix derives the prompt mask from
-``tokens != pad_id`` and ChatML prompts contain <|im_end|>.
+a small wrapper (encode/decode/bos_id/eos_id/pad_id) around our exported tokenizer.json.
+
+Two settings make tunix decode exactly what transformers and rar_jax decode (checked on 2026-12-04
+against tests/fixtures/smollm2_greedy.json: all four prompts token for token, batched and alone,
+in float32; without them its answers leave transformers' after 6-9 tokens):
+
+* RoPE theta. tunix 0.1.7's Llama3 attention calls ``apply_rope(x, positions, head_dim=...)``
+  without the config's ``rope_theta``, so every Llama3 it builds rotates with the function's
+  default theta of 1,000,000 (SmolLM2 uses 100,000). ``use_config_rope_theta`` binds the config's
+  theta into that module-level function before anything is traced; the work is unchanged (the
+  theta is a constant of the rotation), so the timings stay tunix's own.
+* The pad id. tunix derives the prompt mask and positions from ``tokens != pad_id`` and, at every
+  decode step, masks every slot of the token buffer that holds ``pad_id``, generated tokens
+  included. SmolLM2's pad 2 = <|im_end|> occurs inside ChatML prompts, and 0 = <|endoftext|> can
+  be generated once EOS is disabled, so the worker pads with ``vocab_size``, an id that no prompt
+  or answer holds (its embedding lookup is clamped by JAX to a real row, then masked).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -68,6 +83,14 @@ def llama3_config(model_dir: str, rope_theta: float) -> llama3_model.ModelConfig
     )
 
 
+def use_config_rope_theta(config: llama3_model.ModelConfig) -> None:
+    """Make tunix's Llama3 rotate with ``config.rope_theta`` (see the module docstring)."""
+    rope = llama3_model.apply_rope
+    if isinstance(rope, functools.partial):
+        rope = rope.func
+    llama3_model.apply_rope = functools.partial(rope, rope_theta=config.rope_theta)
+
+
 def check_tokenization(tokenizer: TokenizerForTunix, prompts: list[str], prompt_ids: list[list[int]]) -> None:
     """Exits unless tunix's tokenization of each prompt (BOS prepended, a doubled BOS dropped, as
     its sampler does) equals ours."""
@@ -85,9 +108,13 @@ def main() -> None:
     config = llama3_config(model_dir, job["rope_theta"])
     mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
     start = time.perf_counter()
-    model = llama3_params.create_model_from_safe_tensors(model_dir, config, mesh, dtype=jnp.float32)
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[job.get("dtype", "float32")]
+    model = llama3_params.create_model_from_safe_tensors(model_dir, config, mesh, dtype=dtype)
     load_s = time.perf_counter() - start
-    tokenizer = TokenizerForTunix(f"{model_dir}/tokenizer.json", job["bos_id"], job["eos_id"], pad_id=0)
+    use_config_rope_theta(config)
+    tokenizer = TokenizerForTunix(
+        f"{model_dir}/tokenizer.json", job["bos_id"], job["eos_id"], pad_id=config.vocab_size
+    )
     check_tokenization(tokenizer, job["prompts"], job["prompt_ids"])
     prompt_length = int(job["prompt_length"])
     max_new = int(job["max_new_tokens"])
@@ -108,7 +135,7 @@ def main() -> None:
             eos_tokens=[int(job["no_eos_id"])], temperature=0.0,
         )
         seconds = time.perf_counter() - start
-        reply({"seconds": seconds, "first_answer_ids": np.asarray(out.tokens[0]).tolist()})
+        reply({"seconds": seconds, "answer_ids": [np.asarray(t).tolist() for t in out.tokens]})
 
 
 def reply(message: dict) -> None:
