@@ -6,6 +6,9 @@ other machines reach it with the HTTP judge backend
 routes, the request fields and what happens to a client that hangs up are described in
 :mod:`rar_jax.serving.server`.
 
+Concurrent requests that arrive within ``--batch_window_ms`` are generated in one batch of at
+most ``--max_batch_rows`` rows (``--batch_window_ms=0 --max_batch_rows=1``: one at a time).
+
     rar-serve-judge --model=smollm2 --host=0.0.0.0 --port=8000 --max_new_tokens_cap=1024
 """
 
@@ -17,7 +20,8 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from rar_jax import cli
-from rar_jax.serving.server import ChatCompletionEngine, make_server
+from rar_jax.serving.engine import ChatCompletionEngine
+from rar_jax.serving.server import make_server
 
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for all).")
 _PORT = flags.DEFINE_integer("port", 8000, "Port to listen on.")
@@ -36,6 +40,14 @@ _CANCEL_CHECK_TOKENS = flags.DEFINE_integer(
     "Decode steps between checks that the client is still connected (a gone client's "
     "generation stops there).",
 )
+_BATCH_WINDOW_MS = flags.DEFINE_float(
+    "batch_window_ms", 10.0,
+    "Milliseconds the server waits after a request arrives for more to generate in the same "
+    "batch (0: no wait; requests queued during a batch are still batched).",
+)
+_MAX_BATCH_ROWS = flags.DEFINE_integer(
+    "max_batch_rows", 32, "Most rows (sum of the requests' n) generated in one batch.",
+)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -43,6 +55,10 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _MAX_NEW_TOKENS_CAP.value < 1:
         raise app.UsageError(f"--max_new_tokens_cap must be >= 1, got {_MAX_NEW_TOKENS_CAP.value}")
+    if _BATCH_WINDOW_MS.value < 0:
+        raise app.UsageError(f"--batch_window_ms must be >= 0, got {_BATCH_WINDOW_MS.value}")
+    if _MAX_BATCH_ROWS.value < 1:
+        raise app.UsageError(f"--max_batch_rows must be >= 1, got {_MAX_BATCH_ROWS.value}")
     from rar_jax.models.loading import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(_MODEL.value)
@@ -54,6 +70,8 @@ def main(argv: Sequence[str]) -> None:
         max_new_tokens_cap=_MAX_NEW_TOKENS_CAP.value,
         seed=_SEED.value,
         cancel_check_tokens=_CANCEL_CHECK_TOKENS.value,
+        batch_window_s=_BATCH_WINDOW_MS.value / 1000,
+        max_batch_rows=_MAX_BATCH_ROWS.value,
     )
     server = make_server(engine, _HOST.value, _PORT.value)
     host, port = server.server_address[:2]
@@ -64,6 +82,7 @@ def main(argv: Sequence[str]) -> None:
         pass
     finally:
         server.server_close()
+        engine.close()
 
 
 def run() -> None:

@@ -10,6 +10,10 @@ field.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import http.client
+import json
 import threading
 import time
 
@@ -19,7 +23,8 @@ import pytest
 
 from rar_jax.judges.http_backend import HttpJudgeClient, HttpJudgeConfig
 from rar_jax.models.loading import load_model_and_tokenizer
-from rar_jax.models.sampler import Sampler, SamplingParams
+from rar_jax.models.batching import bucket_size
+from rar_jax.models.sampler import DEFAULT_PROMPT_BUCKETS, Sampler, SamplingParams
 from rar_jax.serving import server as judge_server
 from tiny_checkpoint import write_tiny_checkpoint
 
@@ -38,21 +43,32 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(tiny):
     model, tokenizer = tiny
-    return judge_server.ChatCompletionEngine(
+    engine = judge_server.ChatCompletionEngine(
         model, tokenizer, model_name="tiny-judge", max_new_tokens_cap=CAP
     )
+    yield engine
+    engine.close()
 
 
-@pytest.fixture(scope="module")
-def base_url(engine):
+@contextlib.contextmanager
+def serving(engine):
+    """The engine behind an HTTP server on a free loopback port; yields its base URL."""
     httpd = judge_server.make_server(engine, "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     host, port = httpd.server_address[:2]
-    yield f"http://{host}:{port}/v1"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    try:
+        yield f"http://{host}:{port}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def base_url(engine):
+    with serving(engine) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -178,7 +194,9 @@ GOOD = {"messages": CONVERSATIONS[0], "max_tokens": 4, "temperature": 0}
         ({**GOOD, "max_tokens": "5"}, "max_tokens", "max_tokens: expected an integer >= 1"),
         ({**GOOD, "top_logprobs": 2}, "top_logprobs", "top_logprobs: needs logprobs: true"),
         ({**GOOD, "n": 0}, "n", "n: expected an integer in [1, 16]"),
-        ({**GOOD, "stream": True}, "stream", "stream: streaming replies are not supported"),
+        ({**GOOD, "stream": "yes"}, "stream", "stream: expected a boolean, got 'yes'"),
+        ({**GOOD, "stream_options": {"include_usage": True}}, "stream_options",
+         "stream_options: only allowed with stream: true"),
         ({**GOOD, "messages": [{"role": "user", "content": "x" * 200}]}, "messages",
          "exceeds the model's context of 128"),
     ],
@@ -245,7 +263,8 @@ def test_a_client_that_leaves_during_generation_stops_it(tiny, monkeypatch, capl
     # Without a departure the same request runs to the end.
     chunks.clear()
     reply = engine.complete(request, client_gone=lambda: False)
-    assert reply["choices"][0]["finish_reason"] in ("stop", "length") and len(chunks) >= 2
+    engine.close()
+    assert reply.choices[0].finish_reason in ("stop", "length") and len(chunks) >= 2
 
 
 def test_a_reply_to_a_closed_connection_is_one_log_line(base_url, engine, monkeypatch, caplog):
@@ -276,3 +295,133 @@ def test_a_reply_to_a_closed_connection_is_one_log_line(base_url, engine, monkey
             time.sleep(0.05)
     assert "hung up before its reply was sent" in caplog.text
     assert "Traceback" not in caplog.text and "BrokenPipeError" not in caplog.text
+
+
+BATCHED = [  # (conversation, max_tokens, logprobs): budgets of 8 tokens, one prompt bucket.
+    (CONVERSATIONS[0], 5, True),
+    (CONVERSATIONS[1], 8, False),
+    ([{"role": "user", "content": "Does it cite a source?"}], 8, False),
+    ([{"role": "user", "content": "Is the reply kind to them?"}], 5, True),
+]
+
+
+def test_concurrent_greedy_requests_share_one_batch_and_equal_replies_served_alone(tiny):
+    model, tokenizer = tiny
+    ids = [tokenizer.encode_chat(c) for c, _, _ in BATCHED]
+    # One prompt bucket of the sampler (else they would not share a call).
+    assert len({bucket_size(len(i), DEFAULT_PROMPT_BUCKETS) for i in ids}) == 1
+    # The worker waits (up to a minute) until all four requests are queued, then runs them at once.
+    engine = judge_server.ChatCompletionEngine(
+        model, tokenizer, model_name="tiny-judge", max_new_tokens_cap=CAP,
+        batch_window_s=60.0, max_batch_rows=len(BATCHED))
+    with serving(engine) as url, concurrent.futures.ThreadPoolExecutor(len(BATCHED)) as pool:
+        replies = list(pool.map(lambda case: httpx.post(
+            f"{url}/chat/completions", timeout=120,
+            json={"messages": case[0], "max_tokens": case[1], "temperature": 0,
+                  "logprobs": case[2]}).json(), BATCHED))
+    engine.close()
+    assert engine.batch_sizes == [len(BATCHED)]
+    sampler = Sampler(model, tokenizer)
+    for (_, max_tokens, logprobs), prompt, reply in zip(BATCHED, ids, replies, strict=True):
+        # Served alone: one prompt, exactly max_tokens new tokens, no budget rounding.
+        alone = sampler.generate([prompt], SamplingParams(max_new_tokens=max_tokens, greedy=True),
+                                 jax.random.key(0))
+        choice = reply["choices"][0]
+        assert choice["message"]["content"] == alone.texts[0]
+        assert choice["finish_reason"] == ("stop" if alone.finish_reasons[0] == "eos" else "length")
+        assert reply["usage"]["completion_tokens"] == int(alone.lengths[0])
+        assert reply["usage"]["prompt_tokens"] == len(prompt)
+        if logprobs:
+            shown = int(alone.lengths[0]) - (alone.finish_reasons[0] == "eos")
+            content = choice["logprobs"]["content"]
+            assert [entry["token"] for entry in content] == [
+                tokenizer.decode([int(t)]) for t in alone.tokens[0, :shown]]
+            assert [entry["logprob"] for entry in content] == pytest.approx(
+                [float(v) for v in alone.logprobs[0, :shown]], abs=1e-4)
+        else:
+            assert choice["logprobs"] is None
+
+
+def test_requests_of_different_kinds_are_generated_in_separate_calls(tiny, monkeypatch):
+    model, tokenizer = tiny
+    engine = judge_server.ChatCompletionEngine(
+        model, tokenizer, model_name="tiny-judge", max_new_tokens_cap=CAP,
+        batch_window_s=60.0, max_batch_rows=3)
+    greedy = judge_server.parse_chat_request(GOOD, max_new_tokens_cap=CAP)
+    sampled = judge_server.parse_chat_request({**GOOD, "temperature": 0.8}, max_new_tokens_cap=CAP)
+    generate = engine.sampler.generate
+
+    def generate_then_stop_waiting(*args, **kwargs):
+        engine.batch_window_s = 0.0  # The request left over needs no more window.
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(engine.sampler, "generate", generate_then_stop_waiting)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(engine.complete, [greedy, sampled, greedy]))
+    engine.close()
+    # Three rows were queued (the window ends): the greedy requests share a call, the sampled
+    # one has its own.
+    assert sorted(engine.batch_sizes) == [1, 2]
+    assert results[0] == results[2]
+    assert all(len(r.choices) == 1 for r in results)
+
+
+def read_events(response: httpx.Response) -> list:
+    """The ``data:`` payloads of a server-sent-event stream (JSON, or the final "[DONE]")."""
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            data = line.removeprefix("data: ")
+            events.append(data if data == "[DONE]" else json.loads(data))
+        else:
+            assert line == "", line
+    return events
+
+
+def test_a_streamed_reply_concatenates_to_the_plain_reply(base_url):
+    body = {**GOOD, "max_tokens": 8, "logprobs": True, "top_logprobs": 2}
+    plain = httpx.post(f"{base_url}/chat/completions", json=body, timeout=120).json()
+    with httpx.stream("POST", f"{base_url}/chat/completions", timeout=120,
+                      json={**body, "stream": True, "stream_options": {"include_usage": True}}
+                      ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        events = read_events(response)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert len({c["id"] for c in chunks}) == 1
+    *choice_chunks, usage_chunk = chunks
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"] == plain["usage"]
+    deltas = [c["choices"][0] for c in choice_chunks]
+    assert deltas[0]["delta"] == {"role": "assistant", "content": ""}
+    assert deltas[-1]["delta"] == {}
+    assert deltas[-1]["finish_reason"] == plain["choices"][0]["finish_reason"]
+    assert all(d["finish_reason"] is None for d in deltas[:-1])
+    pieces = deltas[1:-1]
+    assert len(pieces) >= 2  # Token by token, not the whole text at once.
+    text = plain["choices"][0]["message"]["content"]
+    assert "".join(d["delta"]["content"] for d in pieces) == text
+    streamed_logprobs = [entry for d in pieces for entry in d["logprobs"]["content"]]
+    assert streamed_logprobs == plain["choices"][0]["logprobs"]["content"]
+
+
+def test_a_chunked_request_body_is_read(base_url):
+    plain = httpx.post(f"{base_url}/chat/completions", json=GOOD, timeout=120).json()
+    host, port = base_url.removeprefix("http://").removesuffix("/v1").split(":")
+    payload = json.dumps(GOOD).encode()
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
+    connection.request("POST", "/v1/chat/completions", body=iter([payload[:7], payload[7:]]),
+                       headers={"Content-Type": "application/json"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 200
+    reply = json.loads(response.read())
+    assert reply["choices"] == plain["choices"] and reply["usage"] == plain["usage"]
+    # The connection stays usable: a malformed chunked body next gets 400 naming the problem.
+    connection.putrequest("POST", "/v1/chat/completions")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders(b"zz\r\n{}\r\n0\r\n\r\n")
+    response = connection.getresponse()
+    assert response.status == 400
+    assert "is not hexadecimal" in json.loads(response.read())["error"]["message"]
+    connection.close()
