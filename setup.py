@@ -58,6 +58,7 @@ EXTRAS_REQUIRE = {
     "test": [
         "pytest>=8.0,<10",
         "pytest-xdist>=3.5,<4",
+        "openai>=3.51,<4",  # The judge server's compatibility test with the official client.
         *TPU_COMPILER,  # The rar-compile tests compile for a TPU topology on the CI's CPU.
     ],
 }

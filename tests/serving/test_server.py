@@ -19,6 +19,7 @@ import time
 
 import httpx
 import jax
+import openai
 import pytest
 
 from rar_jax.judges.http_backend import HttpJudgeClient, HttpJudgeConfig
@@ -425,3 +426,17 @@ def test_a_chunked_request_body_is_read(base_url):
     assert response.status == 400
     assert "is not hexadecimal" in json.loads(response.read())["error"]["message"]
     connection.close()
+
+
+def test_the_official_openai_client_reads_plain_and_streamed_replies(base_url):
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
+    request = dict(model="tiny-judge", messages=CONVERSATIONS[1], max_tokens=8, temperature=0)
+    plain = client.chat.completions.create(**request)
+    chunks = list(client.chat.completions.create(
+        **request, stream=True, stream_options={"include_usage": True}))
+    with_choices = [chunk for chunk in chunks if chunk.choices]
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in with_choices)
+    assert text == plain.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in with_choices if c.choices[0].finish_reason] == [
+        plain.choices[0].finish_reason]
+    assert chunks[-1].usage.total_tokens == plain.usage.total_tokens
