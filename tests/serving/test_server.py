@@ -440,3 +440,22 @@ def test_the_official_openai_client_reads_plain_and_streamed_replies(base_url):
     assert [c.choices[0].finish_reason for c in with_choices if c.choices[0].finish_reason] == [
         plain.choices[0].finish_reason]
     assert chunks[-1].usage.total_tokens == plain.usage.total_tokens
+
+
+def test_a_failed_generation_gets_500_and_the_server_keeps_serving(base_url, engine, monkeypatch):
+    generate = engine.sampler.generate
+    calls = []
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("device lost")
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(engine.sampler, "generate", fail_once)
+    failed = httpx.post(f"{base_url}/chat/completions", json=GOOD, timeout=120)
+    assert failed.status_code == 500
+    assert failed.json()["error"] == {"message": "RuntimeError: device lost",
+                                      "type": "server_error", "param": None, "code": None}
+    served = httpx.post(f"{base_url}/chat/completions", json=GOOD, timeout=120)
+    assert served.status_code == 200 and len(calls) == 2
