@@ -36,7 +36,6 @@ HealthBench training prompts (Tables 1-3; ``configs/paper/common.py``, ``rubric_
 from __future__ import annotations
 
 import json
-import pathlib
 from collections.abc import Sequence
 
 from absl import app
@@ -61,24 +60,22 @@ def main(argv: Sequence[str]) -> None:
     if not settings.stats_only:
         inputs += cli.model_input_keys(config, policy=False)
     cli.check_inputs(config, inputs)
-    output = pathlib.Path(settings.output)
-    stem = output.name.removesuffix(".jsonl").removesuffix(".json")
-    config_path = output.with_name(f"{stem}.config.json")
+    paths = rubric_files.rubric_paths(settings)
     if settings.stats_only:
         print(json.dumps(rubric_files.rubric_statistics_file(config), indent=2))
-        cli.write_config(config, config_path)
-        print(f"wrote the statistics to {output} and the config to {config_path}")
+        cli.write_config(config, paths.config)
+        print(f"wrote the statistics to {paths.output} and the config to {paths.config}")
         return
     questions = rubric_files.config_questions(config)  # Every record checked first.
-    cli.write_config(config, config_path)
+    cli.write_config(config, paths.config)
     files = rubric_files.generate_rubric_file(config, questions)
     valid, failed = len(files.valid), len(files.failed)
     first = sum(1 for q in files.valid if not q.reasons)
     print(f"rubrics for {len(files.questions)} questions: {valid} valid ({first} on the first "
           f"attempt, {valid - first} after retries), {failed} failed after "
           f"{settings.max_attempts} attempts")
-    print(f"wrote {valid} rubrics to {files.output}, {failed} failures to {files.failures}, "
-          f"their statistics to {files.statistics} and the config to {config_path}")
+    print(f"wrote {valid} rubrics to {paths.output}, {failed} failures to {paths.failures}, "
+          f"their statistics to {paths.statistics} and the config to {paths.config}")
 
 
 def run() -> None:

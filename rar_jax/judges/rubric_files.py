@@ -40,7 +40,7 @@ import logging
 import os
 import pathlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from rar_jax.io import MAX_LISTED_ERRORS, check_records, iter_jsonl, write_json, write_jsonl
 from rar_jax.judges.rubric_generation import (
@@ -176,13 +176,31 @@ def rubric_statistics_file(config: Any) -> dict[str, Any]:
     return statistics
 
 
-@dataclasses.dataclass(frozen=True)
-class RubricFiles:
-    """The files of one ``rar-rubrics`` run (beside ``output``) and what went into them."""
+class RubricPaths(NamedTuple):
+    """The files of one ``rar-rubrics`` run: the rubrics (or, with ``stats_only``, the
+    statistics JSON) and beside them the failures, the statistics and the resolved config."""
 
     output: pathlib.Path
     failures: pathlib.Path
     statistics: pathlib.Path
+    config: pathlib.Path
+
+
+def rubric_paths(settings: Any) -> RubricPaths:
+    """The :class:`RubricPaths` of ``rubric_generation`` settings (``<output>.<kind>.json[l]``,
+    the output's ``.jsonl`` / ``.json`` suffix dropped)."""
+    output = pathlib.Path(settings.output)
+    stem = output.name.removesuffix(".jsonl").removesuffix(".json")
+    failures = pathlib.Path(settings.failures_output or output.with_name(f"{stem}.failures.jsonl"))
+    return RubricPaths(output, failures, output.with_name(f"{stem}.stats.json"),
+                       output.with_name(f"{stem}.config.json"))
+
+
+@dataclasses.dataclass(frozen=True)
+class RubricFiles:
+    """What one ``rar-rubrics`` run wrote, and its questions (with their rubrics or reasons)."""
+
+    paths: RubricPaths
     questions: list[Question]
 
     @property
@@ -192,14 +210,6 @@ class RubricFiles:
     @property
     def failed(self) -> list[Question]:
         return [q for q in self.questions if q.items is None]
-
-
-def rubric_file_paths(settings: Any) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
-    """(rubrics, failures, statistics) paths of ``rubric_generation`` settings."""
-    output = pathlib.Path(settings.output)
-    stem = output.name.removesuffix(".jsonl")
-    failures = pathlib.Path(settings.failures_output or output.with_name(f"{stem}.failures.jsonl"))
-    return output, failures, output.with_name(f"{stem}.stats.json")
 
 
 def generation_options(config: Any, batch_size: int) -> dict[str, Any]:
@@ -235,9 +245,10 @@ def generate_rubric_file(config: Any, questions: list[Question]) -> RubricFiles:
     settings = config.rubric_generation
     generate_rubrics(build_judge(config), questions,
                      **generation_options(config, settings.batch_size))
-    files = RubricFiles(*rubric_file_paths(settings), questions)
-    write_jsonl(files.output, [rubric_record(q) for q in files.valid])
-    write_jsonl(files.failures, [failure_record(q) for q in files.failed])
-    write_json(files.statistics, {"data": str(files.output), **generated_statistics(questions),
-                                  "require_reference": settings.require_reference})
+    files = RubricFiles(rubric_paths(settings), questions)
+    write_jsonl(files.paths.output, [rubric_record(q) for q in files.valid])
+    write_jsonl(files.paths.failures, [failure_record(q) for q in files.failed])
+    write_json(files.paths.statistics, {"data": str(files.paths.output),
+                                        **generated_statistics(questions),
+                                        "require_reference": settings.require_reference})
     return files
