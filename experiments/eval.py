@@ -64,7 +64,9 @@ def main(argv: Sequence[str]) -> None:
     config = _CONFIG.value
     rar_config.validate(config, num_devices=jax.device_count())
     rar_config.enable_compilation_cache(config)
-    cli.check_inputs(config, (benchmark_runs.DATA_KEYS[benchmark],) + cli.model_input_keys(config))
+    benchmark_runs.data_path(config, benchmark)  # Set at all?
+    cli.check_inputs(config, (benchmark_runs.DATA_KEYS[benchmark][0],)
+                     + cli.model_input_keys(config))
     output_dir = pathlib.Path(config.output_dir)
     run = benchmark_runs.run_healthbench if benchmark == "healthbench" else benchmark_runs.run_gpqa
     report, markdown = run(config, output_dir)

@@ -28,8 +28,20 @@ from rar_jax.errors import UserError
 from rar_jax.io import json_safe, write_json, write_jsonl
 
 BENCHMARKS = ("healthbench", "gpqa")
-# The config key of each benchmark's data.
-DATA_KEYS = {"healthbench": "eval.healthbench_path", "gpqa": "eval.gpqa_path"}
+# Each benchmark's data: its config key and what it holds.
+DATA_KEYS = {
+    "healthbench": ("eval.healthbench_path", "a HealthBench JSONL or tfds:healthbench..."),
+    "gpqa": ("eval.gpqa_path", "the GPQA CSV or tfds:gpqa_diamond..."),
+}
+
+
+def data_path(config: Any, benchmark: str) -> str:
+    """The data of ``benchmark`` (:data:`DATA_KEYS`); a UserError naming the key when unset."""
+    key, what = DATA_KEYS[benchmark]
+    path = config.eval[key.removeprefix("eval.")]
+    if not path:
+        raise UserError(f"set --config.{key} to {what}")
+    return path
 
 
 def describe_setup(config: Any, *, with_judge: bool = True) -> dict[str, Any]:
@@ -128,9 +140,7 @@ def run_healthbench(config: Any, output_dir: pathlib.Path) -> tuple[dict[str, An
     """``rar-eval healthbench``: returns the report and its markdown (module docstring)."""
     from rar_jax.eval import healthbench_eval, healthbench_scoring
 
-    path = config.eval.healthbench_path
-    if not path:
-        raise UserError("set --config.eval.healthbench_path to a HealthBench JSONL or tfds:...")
+    path = data_path(config, "healthbench")
     items = healthbench_eval.read_healthbench_items(
         path, limit=config.eval.limit, data_dir=config.data.tfds_data_dir or None
     )
@@ -260,9 +270,7 @@ def run_gpqa(config: Any, output_dir: pathlib.Path) -> tuple[dict[str, Any], str
     """``rar-eval gpqa``: returns the report and its markdown (module docstring)."""
     from rar_jax.eval import gpqa_eval
 
-    path = config.eval.gpqa_path
-    if not path:
-        raise UserError("set --config.eval.gpqa_path to the GPQA CSV or tfds:gpqa_diamond...")
+    path = data_path(config, "gpqa")
     items = gpqa_eval.read_gpqa_items(
         path, num_runs=config.eval.gpqa_runs, seed=config.seed, limit=config.eval.limit,
         data_dir=config.data.tfds_data_dir or None,
