@@ -29,15 +29,23 @@ def attention_flops_per_token(config: ModelConfig, context: int) -> float:
     return config.num_layers * 4 * config.num_heads * config.head_dim * context
 
 
-def forward_flops(config: ModelConfig, rows: int, time: int, context: int) -> float:
-    """A forward pass over ``rows x time`` tokens, each attending over ``context`` keys."""
+def forward_flops(
+    config: ModelConfig, rows: int, time: int, context: int, head_time: int | None = None
+) -> float:
+    """A forward pass over ``rows x time`` tokens, each attending over ``context`` keys; the LM
+    head on the last ``head_time`` positions of each row (None: all ``time``)."""
     per_token = projection_flops_per_token(config) + attention_flops_per_token(config, context)
-    return rows * time * per_token
+    skipped_head = 0 if head_time is None else max(time - head_time, 0)
+    return rows * (time * per_token - skipped_head * 2 * config.hidden_size * config.vocab_size)
 
 
-def train_flops(config: ModelConfig, rows: int, time: int, *, remat: bool) -> float:
-    """Forward + backward over ``rows x time`` tokens (``remat``: one more forward)."""
-    return (4 if remat else 3) * forward_flops(config, rows, time, time)
+def train_flops(
+    config: ModelConfig, rows: int, time: int, *, remat: bool, head_time: int | None = None
+) -> float:
+    """Forward + backward over ``rows x time`` tokens (``remat``: one more forward), the LM head
+    on the last ``head_time`` positions of each row (None: all; the GRPO step's log-probs of
+    the answer tokens only, ``rar_jax.rl.train_step.token_logprobs``)."""
+    return (4 if remat else 3) * forward_flops(config, rows, time, time, head_time)
 
 
 def decode_flops(config: ModelConfig, rows: int, context: int) -> float:

@@ -12,9 +12,12 @@ with ``lax.scan``; each contributes the gradient of its loss *sum* and its denom
 :mod:`rar_jax.rl.losses`), and the accumulated gradient is divided once by the total
 denominator, so the update equals the one of the whole batch in one piece.
 
-Non-finite steps: the optimiser is wrapped in ``optax.apply_if_finite``, so an update whose
-gradients hold a NaN or inf is skipped (parameters and moments unchanged) and counted in the
-state; the loop reads ``consecutive_skipped`` to stop a run that keeps failing.
+Non-finite steps: an update whose gradients hold a NaN or inf (their global norm is not finite)
+is skipped (parameters and moments unchanged, under ``lax.cond``, so a step that is applied pays
+nothing for the check) and counted in the state, in ``optax.apply_if_finite``'s state layout;
+the loop reads ``consecutive_skipped`` to stop a run that keeps failing. (``optax.apply_if_finite``
+itself selected between the new and old parameters and moments leaf by leaf: on CPU that doubled
+the optimiser's time; benchmarks/README.md, "The GRPO update".)
 """
 
 from __future__ import annotations
@@ -34,11 +37,6 @@ from rar_jax.parallel import batch_sharding
 from rar_jax.rl import grpo, losses
 from rar_jax.rl.optimizer import learning_rate_schedule, make_optimizer
 
-# apply_if_finite gives up (applies non-finite updates) after this many in a row; the loop
-# stops the run long before (config ``rl.max_consecutive_skipped``), so make it unreachable.
-_NEVER_GIVE_UP = 2**30
-
-
 class Batch(NamedTuple):
     """One GRPO batch: prompt + answer rows (left-padded prompts), all ``[batch, time]``.
 
@@ -46,7 +44,9 @@ class Batch(NamedTuple):
         tokens: int32[b, t] prompt tokens then answer tokens.
         positions: int32[b, t] RoPE positions (0 at each row's first real token).
         attention_mask: bool[b, t] True for real (non-padding) tokens.
-        loss_mask: bool[b, t] True for the answer tokens the loss is taken over.
+        loss_mask: bool[b, t] True for the answer tokens the loss is taken over, all within
+            the last ``rl.max_completion_length`` columns (the step takes log-probs there only;
+            see :func:`accumulated_update` for a batch that breaks this).
         advantages: f32[b] one advantage per row.
         old_logprobs: f32[b, t] log-probs under the sampling policy (ignored with
             ``rl.old_logprobs == "current"``).
@@ -67,7 +67,8 @@ class SFTBatch(NamedTuple):
 
     Attributes:
         tokens, positions, attention_mask: as in :class:`Batch`.
-        loss_mask: bool[b, t] True for the answer tokens the model is trained to write.
+        loss_mask: bool[b, t] True for the answer tokens the model is trained to write, within
+            the last ``rl.max_completion_length`` columns (as in :class:`Batch`).
     """
 
     tokens: jax.Array
@@ -87,10 +88,50 @@ class TrainState(flax.struct.PyTreeNode):
 def make_train_state(
     params: nnx.State, optim: config_dict.ConfigDict
 ) -> tuple[TrainState, optax.GradientTransformation]:
-    """A fresh state for ``params`` and the optimiser (``optim`` section) that updates it."""
-    optimizer = optax.apply_if_finite(make_optimizer(optim), max_consecutive_errors=_NEVER_GIVE_UP)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
-    return state, optimizer
+    """A fresh state for ``params`` and the optimiser (``optim`` section) that updates it.
+
+    ``opt_state`` is an ``optax.ApplyIfFiniteState``: the skip counters of non-finite updates
+    (see the module docstring) around the optimiser's own state (``inner_state``).
+    """
+    optimizer = make_optimizer(optim)
+    zero = jnp.zeros((), jnp.int32)
+    opt_state = optax.ApplyIfFiniteState(
+        notfinite_count=zero, last_finite=jnp.array(True), total_notfinite=zero,
+        inner_state=optimizer.init(params),
+    )
+    return TrainState(step=zero, params=params, opt_state=opt_state), optimizer
+
+
+def apply_finite_update(
+    state: TrainState, grads: Any, optimizer: optax.GradientTransformation
+) -> tuple[TrainState, jax.Array]:
+    """``state`` after one optimiser update with ``grads``, or with only the skip counters
+    changed when ``grads`` hold a NaN or inf; also the global gradient norm (f32[]).
+
+    The update runs under ``lax.cond`` on the finiteness of the norm, so neither branch selects
+    between old and new arrays. (A finite gradient whose squared norm overflows float32 counts
+    as non-finite: clipping it would have divided by inf.)
+    """
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(grad_norm)
+    guard = state.opt_state
+
+    def update(operand: tuple[nnx.State, optax.OptState]) -> tuple[nnx.State, optax.OptState]:
+        params, inner = operand
+        updates, inner = optimizer.update(grads, inner, params)
+        return optax.apply_updates(params, updates), inner
+
+    params, inner = jax.lax.cond(
+        finite, update, lambda operand: operand, (state.params, guard.inner_state)
+    )
+    notfinite = jnp.logical_not(finite).astype(jnp.int32)
+    opt_state = optax.ApplyIfFiniteState(
+        notfinite_count=(guard.notfinite_count + 1) * notfinite,
+        last_finite=finite,
+        total_notfinite=guard.total_notfinite + notfinite,
+        inner_state=inner,
+    )
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), grad_norm
 
 
 def consecutive_skipped(state: TrainState) -> jax.Array:
@@ -107,6 +148,7 @@ def token_logprobs(
     *,
     logprob_fn: Callable[..., tuple[jax.Array, jax.Array]],
     micro_batch_size: int = 0,
+    answer_width: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
     """Per-token log-probs and entropies of ``tokens`` under the model, aligned with ``tokens``.
 
@@ -118,13 +160,18 @@ def token_logprobs(
         micro_batch_size: rows per forward pass (``lax.map`` over micro-batches), so a pass over
             a whole GRPO batch (reference and recomputed old log-probs) holds the activations of
             that many rows only; 0 (or >= b) = all rows at once. Same values either way.
+        answer_width: static; > 0: only the last ``answer_width`` tokens (the answer columns of
+            a GRPO batch) get log-probs: the LM head and the log-softmax run on those positions
+            alone (every position still runs through the layers, as attention needs), and the
+            other entries are 0. 0 (or >= t - 1): every token.
 
     Returns:
         (logprobs f32[b, t], entropy f32[b, t]); column 0 is 0 (no token predicts it).
     """
-    rows = tokens.shape[0]
+    rows, time = tokens.shape
     if 0 < micro_batch_size < rows:
-        forward = functools.partial(token_logprobs, graphdef, params, logprob_fn=logprob_fn)
+        forward = functools.partial(token_logprobs, graphdef, params, logprob_fn=logprob_fn,
+                                    answer_width=answer_width)
         micro = _micro_batches((tokens, positions, attention_mask), micro_batch_size)
         logprobs, entropy = jax.lax.map(lambda xs: forward(*xs), micro)
         return logprobs.reshape(tokens.shape), entropy.reshape(tokens.shape)
@@ -132,9 +179,17 @@ def token_logprobs(
     hidden, _ = model(
         tokens[:, :-1], positions[:, :-1], attention_mask=attention_mask[:, :-1], return_hidden=True
     )
-    logprobs, entropy = logprob_fn(hidden, model.lm_head_weight(), tokens[:, 1:])
-    pad = ((0, 0), (1, 0))
+    width = logit_width(time, answer_width)
+    logprobs, entropy = logprob_fn(hidden[:, -width:], model.lm_head_weight(), tokens[:, -width:])
+    pad = ((0, 0), (time - width, 0))
     return jnp.pad(logprobs, pad), jnp.pad(entropy, pad)
+
+
+def logit_width(time: int, answer_width: int) -> int:
+    """How many of a ``time``-token row's last positions get log-probs (see
+    :func:`token_logprobs`): ``answer_width``, or all ``time - 1`` predicted tokens when it is
+    0 or larger."""
+    return time - 1 if answer_width <= 0 else min(answer_width, time - 1)
 
 
 def jit_logprobs(
@@ -147,11 +202,13 @@ def jit_logprobs(
 ) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """``(params, tokens, positions, attention_mask) -> (logprobs, entropy)`` jitted: the
     reference / old log-prob pass of the trainer, micro-batched by ``rl.micro_batch_size``,
-    rows sharded like the train step's batch when ``param_shardings`` and ``mesh`` are given."""
+    rows sharded like the train step's batch when ``param_shardings`` and ``mesh`` are given.
+    Log-probs of the last ``rl.max_completion_length`` tokens only (the answers; 0 elsewhere)."""
     forward = functools.partial(
         token_logprobs, graphdef,
         logprob_fn=grpo.logprob_fn(rl, temperature=temperature),
         micro_batch_size=rl.micro_batch_size,
+        answer_width=rl.max_completion_length,
     )
     if param_shardings is None:
         return jax.jit(forward)
@@ -181,11 +238,17 @@ def accumulated_update(
     optimizer: optax.GradientTransformation,
     optim: config_dict.ConfigDict,
     micro_batch_size: int,
+    answer_width: int = 0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser update from the exact global loss of ``batch``, computed in micro-batches.
 
     Each micro-batch contributes the gradient of its loss *sum* and its denominator; the summed
     gradient is divided once by the total denominator (see the module docstring).
+
+    When ``micro_loss`` takes log-probs of the last ``answer_width`` tokens only (see
+    :func:`token_logprobs`), a loss token before them would be scored with a log-prob of 0: then
+    the denominator is NaN, so the loss and gradients are NaN and the update is skipped and
+    counted like any non-finite one, and the metric ``loss_tokens_outside_answers`` says why.
 
     Args:
         state: the current TrainState.
@@ -194,10 +257,12 @@ def accumulated_update(
         optimizer: from :func:`make_train_state`.
         optim: the ``optim`` config section (for the learning-rate metric).
         micro_batch_size: rows per micro-batch (0 or >= rows: the whole batch at once).
+        answer_width: the log-prob window of ``micro_loss`` (0: every token).
 
     Returns:
         (new state, metrics): ``loss`` (global), ``loss_denominator``, ``grad_norm``,
-        ``learning_rate``, the skip counters and ``loss/<name>`` for each metric of the loss.
+        ``learning_rate``, the skip counters, ``loss_tokens_outside_answers`` and
+        ``loss/<name>`` for each metric of the loss.
     """
     def sum_and_output(params: nnx.State, micro: Any) -> tuple[jax.Array, losses.LossOutput]:
         out = micro_loss(params, micro)
@@ -224,23 +289,25 @@ def accumulated_update(
     (grads_sum, loss_sum, denominator, metric_sums), _ = jax.lax.scan(
         accumulate, init, micro_batches
     )
-    safe_denominator = jnp.maximum(denominator, 1.0)
+    time = batch.loss_mask.shape[1]
+    outside = jnp.sum(batch.loss_mask[:, :time - logit_width(time, answer_width)], dtype=jnp.int32)
+    safe_denominator = jnp.where(outside > 0, jnp.nan, jnp.maximum(denominator, 1.0))
     # In the parameters' dtype: a bf16 gradient divided by the f32 denominator would be f32 and
-    # make the optimiser's moments f32 on one branch of apply_if_finite and bf16 on the other.
+    # make the optimiser's moments f32 on one branch of apply_finite_update's cond, bf16 on the other.
     grads = jax.tree.map(lambda g: (g / safe_denominator).astype(g.dtype), grads_sum)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+    new_state, grad_norm = apply_finite_update(state, grads, optimizer)
+    opt_state = new_state.opt_state
 
     metrics = {f"loss/{name}": value for name, value in losses.reduce_metrics(metric_sums).items()}
     metrics.update(
         loss=loss_sum / safe_denominator,
         loss_denominator=denominator,
-        grad_norm=optax.tree.norm(grads),
+        grad_norm=grad_norm,
         learning_rate=learning_rate_schedule(optim)(state.step),
         update_skipped=jnp.logical_not(opt_state.last_finite).astype(jnp.int32),
         consecutive_skipped=opt_state.notfinite_count,
         total_skipped=opt_state.total_notfinite,
+        loss_tokens_outside_answers=outside,
     )
     return new_state, metrics
 
@@ -277,7 +344,7 @@ def grpo_step(
     def micro_loss(params: nnx.State, micro: Batch) -> losses.LossOutput:
         logprobs, entropy = token_logprobs(
             graphdef, params, micro.tokens, micro.positions, micro.attention_mask,
-            logprob_fn=logprob_fn,
+            logprob_fn=logprob_fn, answer_width=rl.max_completion_length,
         )
         old = jax.lax.stop_gradient(logprobs) if on_policy else micro.old_logprobs
         return loss_fn(
@@ -290,17 +357,19 @@ def grpo_step(
         )
 
     return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
-                              micro_batch_size=rl.micro_batch_size)
+                              micro_batch_size=rl.micro_batch_size,
+                              answer_width=rl.max_completion_length)
 
 
 def sft_loss(
     params: nnx.State, batch: SFTBatch, *, graphdef: nnx.GraphDef, rl: config_dict.ConfigDict
 ) -> losses.LossOutput:
     """The supervised loss of a batch as (sum, denominator) (:func:`rar_jax.rl.losses.sft_loss`):
-    the NLL of its answer tokens, log-probs chunked by ``rl.logprob_chunk_size``."""
+    the NLL of its answer tokens (the last ``rl.max_completion_length`` at most), log-probs
+    chunked by ``rl.logprob_chunk_size``."""
     logprobs, entropy = token_logprobs(
         graphdef, params, batch.tokens, batch.positions, batch.attention_mask,
-        logprob_fn=grpo.logprob_fn(rl, temperature=1.0),
+        logprob_fn=grpo.logprob_fn(rl, temperature=1.0), answer_width=rl.max_completion_length,
     )
     return losses.sft_loss(logprobs[:, 1:], batch.loss_mask[:, 1:], entropy=entropy[:, 1:])
 
@@ -321,7 +390,8 @@ def sft_step(
     """
     micro_loss = functools.partial(sft_loss, graphdef=graphdef, rl=rl)
     return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
-                              micro_batch_size=rl.micro_batch_size)
+                              micro_batch_size=rl.micro_batch_size,
+                              answer_width=rl.max_completion_length)
 
 
 def batch_shardings(mesh: jax.sharding.Mesh, batch_type: type = Batch) -> Any:

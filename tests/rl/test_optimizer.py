@@ -1,5 +1,6 @@
 """The optimiser: schedule values by hand, clipping and AdamW against a numpy reference."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -67,3 +68,34 @@ def test_clipping_changes_the_result():
             params = {"w": params["w"] + updates["w"]}
         results.append(np.asarray(params["w"]))
     assert not np.allclose(results[0], results[1], rtol=1e-3)
+
+
+def test_fused_adamw_equals_optax_clip_and_adamw():
+    """make_optimizer's one-pass AdamW against optax's chain of clip_by_global_norm and adamw,
+    over several leaves and steps, clipping on some steps only, with weight decay and warm-up."""
+    import optax
+
+    config = rar_config.base_config().optim
+    config.learning_rate, config.num_steps, config.warmup_fraction = 0.05, 10, 0.3
+    config.weight_decay, config.max_grad_norm = 0.01, 1.0
+    rng = np.random.default_rng(0)
+    params = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+              "b": {"c": jnp.asarray(rng.normal(size=(5,)), jnp.float32)}}
+    reference = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.adamw(optimizer.learning_rate_schedule(config), b1=config.beta1, b2=config.beta2,
+                    eps=config.eps, weight_decay=0.01),
+    )
+    fused = optimizer.make_optimizer(config)
+    ours, theirs = params, params
+    ours_state, theirs_state = fused.init(params), reference.init(params)
+    for scale in (5.0, 0.1, 3.0, 0.02):  # Global norms above and below max_grad_norm.
+        grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype) * scale,
+                             params)
+        updates, ours_state = fused.update(grads, ours_state, ours)
+        ours = optax.apply_updates(ours, updates)
+        updates, theirs_state = reference.update(grads, theirs_state, theirs)
+        theirs = optax.apply_updates(theirs, updates)
+    for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(np.asarray(ours["a"]), np.asarray(params["a"]))

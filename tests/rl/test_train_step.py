@@ -29,19 +29,6 @@ def _full_logprobs(graphdef, params, batch):
     return jnp.pad(picked, ((0, 0), (1, 0)))
 
 
-def test_logprobs_match_the_full_logits_path():
-    config = tiny_config()
-    graphdef, state, _ = _setup(config)
-    batch = tiny_batch()
-    got, _ = train_step.token_logprobs(
-        graphdef, state.params, batch.tokens, batch.positions, batch.attention_mask,
-        logprob_fn=grpo.logprob_fn(config.rl, temperature=1.0),
-    )
-    want = _full_logprobs(graphdef, state.params, batch)
-    mask = np.asarray(batch.loss_mask)
-    np.testing.assert_allclose(np.asarray(got)[mask], np.asarray(want)[mask], rtol=1e-5, atol=1e-6)
-
-
 @pytest.mark.parametrize("micro_batch_size", [1, 2])
 def test_micro_batched_logprobs_equal_the_whole_batch(micro_batch_size):
     config = tiny_config()
@@ -54,6 +41,61 @@ def test_micro_batched_logprobs_equal_the_whole_batch(micro_batch_size):
                                       micro_batch_size=micro_batch_size)
     for got, want in zip(micro, whole):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("answer_width", [0, 6])
+def test_logprobs_match_the_full_logits_path(answer_width):
+    """Every real predicted token (width 0), or those of the last 6 columns (tiny_batch's answer
+    columns 3-8) with zeros before them."""
+    config = tiny_config()
+    graphdef, state, _ = _setup(config)
+    batch = tiny_batch()
+    got, entropy = train_step.token_logprobs(
+        graphdef, state.params, batch.tokens, batch.positions, batch.attention_mask,
+        logprob_fn=grpo.logprob_fn(config.rl, temperature=1.0), answer_width=answer_width,
+    )
+    got, entropy = np.asarray(got), np.asarray(entropy)
+    want = np.asarray(_full_logprobs(graphdef, state.params, batch))
+    first = 1 if answer_width == 0 else 3
+    attention = np.asarray(batch.attention_mask)
+    real = np.zeros_like(attention)
+    real[:, first:] = attention[:, first - 1:-1] & attention[:, first:]  # Token and predictor.
+    np.testing.assert_allclose(got[real], want[real], rtol=1e-5, atol=1e-6)
+    assert np.all(entropy[real] > 0) and real[:, :first].sum() == 0 and real.sum() >= 17
+    np.testing.assert_array_equal(got[:, :first], 0.0)
+    np.testing.assert_array_equal(entropy[:, :first], 0.0)
+
+
+def test_answer_window_gives_the_same_update():
+    """Log-probs of the last 6 columns only (the answers of tiny_batch) against every column:
+    the same loss, gradient norm and parameters."""
+    batch = tiny_batch(seed=1)
+    results = []
+    for width in (6, 1024):
+        config = tiny_config(max_completion_length=width, **{"kl.beta": 0.1})
+        _, state, step = _setup(config)
+        new_state, metrics = step(state, batch._replace(ref_logprobs=batch.old_logprobs - 0.2))
+        assert int(metrics["update_skipped"]) == 0
+        assert int(metrics["loss_tokens_outside_answers"]) == 0
+        results.append((jax.tree.leaves(new_state.params), metrics))
+    (window, window_metrics), (full, full_metrics) = results
+    np.testing.assert_allclose(window_metrics["loss"], full_metrics["loss"], rtol=1e-6)
+    np.testing.assert_allclose(window_metrics["grad_norm"], full_metrics["grad_norm"], rtol=1e-5)
+    for a, b in zip(window, full):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_loss_tokens_before_the_answer_window_skip_the_update():
+    """Answers longer than rl.max_completion_length = 4: rows (3, 6), (2, 4), (3, 1), (1, 6) of
+    ROW_SHAPES have 2, 2, 1 and 2 answer tokens in columns 3 and 4, before the last 4."""
+    config = tiny_config(max_completion_length=4)
+    _, state, step = _setup(config)
+    before = jax.tree.map(np.asarray, state.params)
+    state, metrics = step(state, tiny_batch())
+    assert int(metrics["loss_tokens_outside_answers"]) == 7
+    assert int(metrics["update_skipped"]) == 1 and np.isnan(float(metrics["loss"]))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_step_keeps_bf16_parameters_and_moments_in_bf16():
