@@ -94,12 +94,12 @@ def make_train_state(
     (see the module docstring) around the optimiser's own state (``inner_state``).
     """
     optimizer = make_optimizer(optim)
-    zero = jnp.zeros((), jnp.int32)
+    zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731  (one buffer each: the state is donated)
     opt_state = optax.ApplyIfFiniteState(
-        notfinite_count=zero, last_finite=jnp.array(True), total_notfinite=zero,
+        notfinite_count=zero(), last_finite=jnp.array(True), total_notfinite=zero(),
         inner_state=optimizer.init(params),
     )
-    return TrainState(step=zero, params=params, opt_state=opt_state), optimizer
+    return TrainState(step=zero(), params=params, opt_state=opt_state), optimizer
 
 
 def apply_finite_update(

@@ -206,7 +206,8 @@ def test_reference_model_enters_only_with_beta():
 
 def test_non_finite_update_is_skipped_and_counted():
     config = tiny_config()
-    _, state, step = _setup(config)
+    _, state, step = tiny_step(config)
+    step = train_step.jit_train_step(step)  # The state donated, as the trainers run it.
     batch = tiny_batch()
     before = jax.tree.map(np.asarray, state.params)
     bad = batch._replace(advantages=batch.advantages.at[1].set(jnp.nan))
