@@ -51,7 +51,7 @@ from rar_jax.eval.judge_quality import healthbench_pairs, judge_prompts  # noqa:
 from rar_jax.judges.http_backend import HttpJudgeClient, HttpJudgeConfig  # noqa: E402
 from rar_jax.models.batching import bucket_size  # noqa: E402
 from rar_jax.models.loading import load_model_and_tokenizer  # noqa: E402
-from rar_jax.models.sampler import SamplingParams  # noqa: E402
+from rar_jax.models.sampler import GenerationCancelled, SamplingParams  # noqa: E402
 from rar_jax.serving import server as judge_server  # noqa: E402
 
 SHARED_DATA = pathlib.Path(os.environ.get("RAR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -98,7 +98,11 @@ def set_mode(engine: judge_server.ChatCompletionEngine, mode: str, args: argpars
 
 def warm_up(engine: judge_server.ChatCompletionEngine, prompt_ids: list[list[int]],
             max_tokens: int, largest_batch: int) -> float:
-    """Compile the prefill and decode programs of every batch bucket a round can use."""
+    """Compile the prefill and decode programs of every batch bucket a round can use.
+
+    Each call is stopped at its first cancellation check (after ``cancel_check_tokens`` decode
+    steps): the decode program is compiled by then and the rest would only cost time.
+    """
     start = time.perf_counter()
     budget = judge_server.generation_budget(max_tokens, engine.max_new_tokens_cap)
     sampling = SamplingParams(max_new_tokens=budget, greedy=True,
@@ -107,7 +111,10 @@ def warm_up(engine: judge_server.ChatCompletionEngine, prompt_ids: list[list[int
         if rows > largest_batch:
             break
         prompts = [prompt_ids[i % len(prompt_ids)] for i in range(rows)]
-        engine.sampler.generate(prompts, sampling, jax.random.key(0), cancelled=lambda: False)
+        try:
+            engine.sampler.generate(prompts, sampling, jax.random.key(0), cancelled=lambda: True)
+        except GenerationCancelled:
+            pass
     return time.perf_counter() - start
 
 
@@ -182,14 +189,17 @@ def main() -> None:
                 client = HttpJudgeClient(HttpJudgeConfig(
                     base_url=base_url, model="judge", max_concurrency=clients, timeout_s=3600.0,
                     max_attempts=1, progress_min_requests=0))
+                calls_before = len(engine.batch_sizes)
                 result = asyncio.run(run_round(client, messages, clients, requests,
                                                args.max_tokens))
+                result["batches"] = engine.batch_sizes[calls_before:]
                 result["load"] = float(open("/proc/loadavg").read().split()[0])
                 results[mode].setdefault(clients, []).append(result)
                 print(f"{mode:6s} {clients:3d} clients: {result['judgments_per_s']:.3f} "
                       f"judgments/s, latency p50 {result['latency_p50_s']:.2f} s, p90 "
-                      f"{result['latency_p90_s']:.2f} s, {result['failed']} failed "
-                      f"(load {result['load']:.2f})", flush=True)
+                      f"{result['latency_p90_s']:.2f} s, {result['failed']} failed, "
+                      f"{len(result['batches'])} sampler calls (load {result['load']:.2f})",
+                      flush=True)
     httpd.shutdown()
     httpd.server_close()
 
@@ -208,6 +218,7 @@ def main() -> None:
                 "latency_p50_s": best["latency_p50_s"],
                 "latency_p90_s": best["latency_p90_s"],
                 "requests": best["requests"], "failed": sum(r["failed"] for r in rounds),
+                "requests_per_sampler_call": best["batches"],
                 "load": [r["load"] for r in rounds],
             }
     if set(MODES) <= set(args.modes):
