@@ -72,6 +72,10 @@ returns whole rows), so streaming gives the OpenAI wire format, not an earlier f
 number of compilations stays logarithmic in the cap (and in the batch, whose row count the
 sampler rounds up to a power of two).
 
+**Compatibility.** The official ``openai`` Python client (in the test extras) reads the plain
+and the streamed replies (``tests/serving/test_server.py``); the project's own
+:class:`rar_jax.judges.http_backend.HttpJudgeClient` is what a trainer uses.
+
 Log-probabilities (``logprobs``): for each returned token (not the final end-of-sequence token),
 its log-probability and the ``top_logprobs`` most likely tokens under the model's untempered
 next-token distribution ``log_softmax(logits)``, from one jitted forward of prompt + reply.

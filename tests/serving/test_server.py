@@ -5,7 +5,10 @@ Replies are checked against independent paths: the reply text and the per-token 
 against a direct greedy ``Sampler.generate`` call with the request's ``max_tokens`` (the server
 generates a power-of-two budget and cuts the reply back), queried through the project's own
 ``HttpJudgeClient``. Malformed requests must get HTTP 400 with an OpenAI-style error naming the
-field.
+field. Batching: concurrent greedy requests generated in one sampler call must equal each request
+generated alone by the Sampler, token for token. Streaming: the server-sent chunks must
+concatenate to the plain reply (and the official ``openai`` client must read both). Chunked
+request bodies are sent with ``http.client``'s chunked encoding.
 """
 
 from __future__ import annotations
