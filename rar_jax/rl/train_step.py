@@ -33,6 +33,7 @@ import optax
 from flax import nnx
 from ml_collections import config_dict
 
+from rar_jax.aot.flops import train_flops
 from rar_jax.parallel import batch_sharding
 from rar_jax.rl import grpo, losses
 from rar_jax.rl.optimizer import learning_rate_schedule, make_optimizer
@@ -235,6 +236,7 @@ def accumulated_update(
     batch: Any,
     micro_loss: Callable[[nnx.State, Any], losses.LossOutput],
     *,
+    graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
     optim: config_dict.ConfigDict,
     micro_batch_size: int,
@@ -254,6 +256,7 @@ def accumulated_update(
         state: the current TrainState.
         batch: a NamedTuple of ``[rows, ...]`` arrays (:class:`Batch`, :class:`SFTBatch`).
         micro_loss: ``(params, micro_batch) -> LossOutput`` of one micro-batch.
+        graphdef: the model's graph definition (for the FLOP count).
         optimizer: from :func:`make_train_state`.
         optim: the ``optim`` config section (for the learning-rate metric).
         micro_batch_size: rows per micro-batch (0 or >= rows: the whole batch at once).
@@ -261,8 +264,10 @@ def accumulated_update(
 
     Returns:
         (new state, metrics): ``loss`` (global), ``loss_denominator``, ``grad_norm``,
-        ``learning_rate``, the skip counters, ``loss_tokens_outside_answers`` and
-        ``loss/<name>`` for each metric of the loss.
+        ``learning_rate``, the skip counters, ``loss_tokens_outside_answers``, ``update_flops``
+        (the analytic FLOPs of the forward and backward passes,
+        :func:`rar_jax.aot.flops.train_flops` with the LM head over the log-prob window; the
+        trainer divides it by the update's time) and ``loss/<name>`` for each metric of the loss.
     """
     def sum_and_output(params: nnx.State, micro: Any) -> tuple[jax.Array, losses.LossOutput]:
         out = micro_loss(params, micro)
@@ -298,6 +303,7 @@ def accumulated_update(
     new_state, grad_norm = apply_finite_update(state, grads, optimizer)
     opt_state = new_state.opt_state
 
+    model_config = nnx.merge(graphdef, state.params).config
     metrics = {f"loss/{name}": value for name, value in losses.reduce_metrics(metric_sums).items()}
     metrics.update(
         loss=loss_sum / safe_denominator,
@@ -308,6 +314,9 @@ def accumulated_update(
         consecutive_skipped=opt_state.notfinite_count,
         total_skipped=opt_state.total_notfinite,
         loss_tokens_outside_answers=outside,
+        update_flops=jnp.float32(train_flops(
+            model_config, batch.loss_mask.shape[0], time - 1,
+            remat=model_config.remat_policy != "none", head_time=logit_width(time, answer_width))),
     )
     return new_state, metrics
 
@@ -356,8 +365,8 @@ def grpo_step(
             entropy=jax.lax.stop_gradient(entropy[:, 1:]),
         )
 
-    return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
-                              micro_batch_size=rl.micro_batch_size,
+    return accumulated_update(state, batch, micro_loss, graphdef=graphdef, optimizer=optimizer,
+                              optim=optim, micro_batch_size=rl.micro_batch_size,
                               answer_width=rl.max_completion_length)
 
 
@@ -389,8 +398,8 @@ def sft_step(
     (``rl.logprob_chunk_size``), optimiser and non-finite skipping (:func:`accumulated_update`).
     """
     micro_loss = functools.partial(sft_loss, graphdef=graphdef, rl=rl)
-    return accumulated_update(state, batch, micro_loss, optimizer=optimizer, optim=optim,
-                              micro_batch_size=rl.micro_batch_size,
+    return accumulated_update(state, batch, micro_loss, graphdef=graphdef, optimizer=optimizer,
+                              optim=optim, micro_batch_size=rl.micro_batch_size,
                               answer_width=rl.max_completion_length)
 
 

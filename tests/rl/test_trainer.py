@@ -175,3 +175,8 @@ def test_reference_pass_is_timed_apart_from_the_update(tmp_path):
     trainer.writer.close()
     # A part of time/train_s (which also holds the update), measured by itself.
     assert 0.0 < record["time/reference_s"] < record["time/train_s"]
+    # The update's analytic FLOPs over its own seconds (time/train_s less the reference pass).
+    update_s = record["time/train_s"] - record["time/reference_s"]
+    np.testing.assert_allclose(record["throughput/update_flops_per_s"],
+                               record["update_flops"] / update_s, rtol=1e-6)
+    assert record["update_flops"] > 0
