@@ -77,6 +77,9 @@ def worker(setting: str) -> None:
         optim=config.optim, temperature=1.0))
     logprobs = train_step.jit_logprobs(graphdef, config.rl, temperature=1.0)
 
+    # Stored log-probs near the random model's own (log 1/vocab), so that the k3 KL and the ratio
+    # stay finite and every update is applied.
+    uniform = float(-np.log(SMOLLM2["vocab_size"]))
     rng = np.random.default_rng(0)
     starts = rng.integers(0, PROMPT_LENGTH // 2, rows)  # Left padding of each row's prompt.
     columns = np.arange(width)[None, :]
@@ -87,8 +90,8 @@ def worker(setting: str) -> None:
         attention_mask=jnp.asarray(real),
         loss_mask=jnp.asarray(np.broadcast_to(columns >= PROMPT_LENGTH, (rows, width))),
         advantages=jnp.asarray(rng.standard_normal(rows), jnp.float32),
-        old_logprobs=jnp.zeros((rows, width), jnp.float32),
-        ref_logprobs=jnp.zeros((rows, width), jnp.float32))
+        old_logprobs=jnp.full((rows, width), uniform, jnp.float32),
+        ref_logprobs=jnp.full((rows, width), uniform, jnp.float32))
 
     def timed(run: Any) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -99,6 +102,8 @@ def worker(setting: str) -> None:
 
     def one_update() -> Any:
         holder["state"], metrics = update(holder["state"], batch)
+        if int(metrics["update_skipped"]):
+            raise SystemExit("the benchmark's update was skipped (non-finite gradients)")
         return metrics
 
     def call() -> dict[str, float]:
