@@ -66,6 +66,7 @@ def test_logprobs_match_the_full_logits_path(answer_width):
     np.testing.assert_array_equal(entropy[:, :first], 0.0)
 
 
+@pytest.mark.slow
 def test_answer_window_gives_the_same_update():
     """Log-probs of the last 6 columns only (the answers of tiny_batch) against every column:
     the same loss, gradient norm and parameters."""
