@@ -18,8 +18,10 @@ machine then affects both alike). Line protocol on stdin/stdout:
   "answer_tokens": generated tokens, "reward_mean": ...}``;
 * an empty line ends the run (tunix's loop returns) and the worker.
 
-The same work as ours (benchmarks/grpo_step.py): the same prompts, G, padded prompt length and new
-tokens; sampling at the same temperature over the whole vocabulary; EOS disabled (the tokenizer's
+tunix's Llama3 gets the two fixes of benchmarks/tunix_sampler_worker.py (its docstring says why):
+the config's RoPE theta (``use_config_rope_theta``) and pad id = ``vocab_size``, so that it decodes
+the model ours decodes. The same work as ours (benchmarks/grpo_step.py): the same prompts, G, padded
+prompt length and new tokens; sampling at the same temperature over the whole vocabulary; EOS disabled (the tokenizer's
 EOS is an id no token has, so every answer has exactly ``max_new_tokens`` tokens); the reward
 :func:`distinct_words`, written as ``rar_jax.judges.programmatic.distinct_words``; tunix's GRPO loss
 with sequence-mean-token-mean aggregation, clip epsilon 0.2, the k3 (``low_var_kl``) KL estimator
@@ -48,7 +50,8 @@ from tunix.rl import rl_cluster as rl_cluster_lib
 from tunix.rl.grpo import grpo_learner
 from tunix.rl.rollout import base_rollout
 
-from tunix_sampler_worker import TokenizerForTunix, check_tokenization, llama3_config, reply
+from tunix_sampler_worker import (TokenizerForTunix, check_tokenization, llama3_config, reply,
+                                  use_config_rope_theta)
 
 
 def distinct_words(prompts: list[str], completions: list[str], **_: object) -> list[float]:
@@ -101,8 +104,12 @@ def build_learner(job: dict, clock: PhaseClock) -> grpo_learner.GRPOLearner:
     reference = llama3_params.create_model_from_safe_tensors(model_dir, config, mesh, dtype=jnp.float32)
     graphdef, params = nnx.split(reference)
     actor = nnx.merge(graphdef, jax.tree.map(jnp.copy, params))
-    # EOS is an id no token has: every answer runs to max_new_tokens, as on our side.
-    tokenizer = AnswerTokenizer(f"{model_dir}/tokenizer.json", job["bos_id"], job["no_eos_id"], pad_id=0)
+    use_config_rope_theta(config)  # Before anything is traced (tunix_sampler_worker's docstring).
+    # EOS is an id no token has: every answer runs to max_new_tokens, as on our side. The pad id is
+    # vocab_size, which no prompt or answer token holds, as in tunix_sampler_worker.
+    tokenizer = AnswerTokenizer(
+        f"{model_dir}/tokenizer.json", job["bos_id"], job["no_eos_id"], pad_id=config.vocab_size
+    )
     check_tokenization(tokenizer, job["prompts"], job["prompt_ids"])
 
     adam = job["adam"]
