@@ -66,7 +66,8 @@ from rar_jax.judges import parsing
 from rar_jax.judges.aggregation import expected_rating
 from rar_jax.judges.prompts import JudgePrompt
 from rar_jax.models.batching import bucket_size, left_pad, power_of_two_buckets
-from rar_jax.models.decoder import Decoder, KVCache, init_cache
+from rar_jax.models.cache import KVCache
+from rar_jax.models.decoder import Decoder
 
 __all__ = [
     "BINARY_OPTIONS",
@@ -254,9 +255,7 @@ def digit_start_mask(tokenizer: Any, vocab_size: int) -> np.ndarray:
 
 def _project_log_softmax(model: Decoder, hidden: jax.Array) -> jax.Array:
     """Log-softmax of the LM head applied to hidden states ``[..., d]`` -> f32[..., vocab]."""
-    weight = model.lm_head_weight().astype(hidden.dtype)
-    logits = jnp.einsum("...d,dv->...v", hidden, weight, preferred_element_type=jnp.float32)
-    return jax.nn.log_softmax(logits, axis=-1)
+    return jax.nn.log_softmax(model.logits(hidden), axis=-1)
 
 
 def _prefill_prefixes(
@@ -278,20 +277,12 @@ def _prefill_prefixes(
         KVCache of g rows and p slots, ``end_index == p``.
     """
     model = nnx.merge(graphdef, params)
-    cache = init_cache(model.config, tokens.shape[0], tokens.shape[1])
-    _, cache = model(tokens, positions, attention_mask=mask, cache=cache, return_hidden=True)
-    return cache
+    return model.prefill(tokens, positions, attention_mask=mask)[1]
 
 
 def _extend_cache(cache: KVCache, row_source: jax.Array, extra_slots: int) -> KVCache:
     """Rows ``row_source`` of ``cache`` with ``extra_slots`` empty slots appended (int32[r])."""
-    pad = ((0, 0), (0, 0), (0, extra_slots), (0, 0), (0, 0))
-    return KVCache(
-        keys=jnp.pad(cache.keys[:, row_source], pad),
-        values=jnp.pad(cache.values[:, row_source], pad),
-        key_mask=jnp.pad(cache.key_mask[row_source], ((0, 0), (0, extra_slots))),
-        end_index=cache.end_index[row_source],
-    )
+    return cache.take_rows(row_source).grown(cache.max_len + extra_slots)
 
 
 def _score_options(
@@ -331,10 +322,10 @@ def _score_options(
     option_length = option_tokens.shape[2]
     extra = time + option_length
     if prefix_cache is None:
-        cache = init_cache(model.config, rows, extra)
+        hidden, cache = model.prefill(tokens, positions, attention_mask=mask, max_len=extra)
     else:
-        cache = _extend_cache(prefix_cache, row_source, extra)
-    hidden, cache = model(tokens, positions, attention_mask=mask, cache=cache, return_hidden=True)
+        hidden, cache = model(tokens, positions, attention_mask=mask, return_hidden=True,
+                              cache=_extend_cache(prefix_cache, row_source, extra))
     first_log_probs = _project_log_softmax(model, hidden[:, -1])  # [r, vocab]
     scores = jnp.take_along_axis(first_log_probs, option_tokens[:, :, 0], axis=-1)  # [r, R]
     if option_length == 1 and not terminated:

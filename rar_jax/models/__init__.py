@@ -1,7 +1,8 @@
 """Decoder models (Llama / Qwen2 / Qwen3), weight loading and export, tokenizer with chat template."""
 
 from rar_jax.models.config import ModelConfig, RopeScaling
-from rar_jax.models.decoder import Decoder, KVCache, init_cache
+from rar_jax.models.cache import KVCache, init_cache
+from rar_jax.models.decoder import Decoder
 from rar_jax.models.loading import (
     export_hf,
     load_embedded_smollm2,

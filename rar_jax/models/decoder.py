@@ -12,14 +12,22 @@ Forward: ``model(tokens, positions, attention_mask=..., cache=..., return_hidden
 * Without a cache, `attention_mask` marks the real tokens of the t inputs (left or right padding);
   attention is causal by index among real tokens. Positions are given per row, so a left-padded row
   gives the same logits as the row alone when its positions start at 0 at its first real token.
-* With a cache (`init_cache`), the t new tokens of row r are written at slots
-  ``cache.end_index[r] ..`` of that row, `attention_mask` marks which of them are real, and queries
-  attend to every earlier valid slot. Prefill writes t tokens, decode writes 1.
+* With a cache (`init_cache`, `rar_jax.models.cache.KVCache`), the t new tokens are written at
+  slots ``cache.end_index ..`` (of every row, or of each row), `attention_mask` marks which of them
+  are real, and queries attend to every earlier valid slot. Prefill writes t tokens, decode writes
+  1. Two schedules of the same layers (measured in benchmarks/README.md): by default the layers
+  are scanned (the per-layer cache buffers stacked for the scan), which suits many tokens per
+  call; a caller that runs a few tokens many times (a decode loop) passes ``layers=``
+  (`StackedLayers.per_layer`, made once) and the layers run unrolled, each reading and updating
+  its own cache buffer in place, since a scan copies each layer's weights and cache every call.
+
+Training forward, prefill, decode (`rar_jax.models.decoding`) and the judge's scoring all run the
+same `rar_jax.models.layers.decoder_layer`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from rar_jax.models import layers as L
+from rar_jax.models.cache import KVCache, init_cache
 from rar_jax.models.config import ModelConfig, rope_inverse_frequencies
 
 # Layer parameter name -> logical axes (without the leading "layers" axis).
@@ -93,46 +102,6 @@ def remat_policy(name: str) -> Callable[..., Any] | None | str:
     return policies[name]
 
 
-class KVCache(NamedTuple):
-    """Key/value cache of all layers (a pytree).
-
-    Attributes:
-        keys: [layers, b, max_len, kv_heads, head_dim].
-        values: [layers, b, max_len, kv_heads, head_dim].
-        key_mask: bool[b, max_len]; True for slots holding a real token.
-        end_index: int32[b]; the next slot each row writes to (= slots used so far).
-    """
-
-    keys: jax.Array
-    values: jax.Array
-    key_mask: jax.Array
-    end_index: jax.Array
-
-    @property
-    def max_len(self) -> int:
-        """Number of slots per row."""
-        return self.keys.shape[2]
-
-
-def init_cache(config: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> KVCache:
-    """An empty cache for `batch` rows of up to `max_len` tokens (prompt + generated).
-
-    Args:
-        config: the model's config.
-        batch: rows.
-        max_len: slots per row; writes past it are clamped by XLA, so size it for the whole sequence.
-        dtype: key/value dtype; defaults to the compute dtype.
-    """
-    dtype = jnp.dtype(dtype or config.dtype)
-    shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
-    return KVCache(
-        keys=jnp.zeros(shape, dtype),
-        values=jnp.zeros(shape, dtype),
-        key_mask=jnp.zeros((batch, max_len), bool),
-        end_index=jnp.zeros((batch,), jnp.int32),
-    )
-
-
 def _normal_init(rngs: nnx.Rngs, shapes: dict[str, tuple[int, ...]], dtype: Any) -> dict[str, jax.Array]:
     """N(0, 0.02) values for several shapes from ONE random draw (one compile instead of one per
     shape, which dominates model creation time on CPU)."""
@@ -171,6 +140,14 @@ class StackedLayers(nnx.Module):
         """The stacked parameter arrays by name."""
         return {name: getattr(self, name)[...] for name in self.param_names}
 
+    def per_layer(self, dtype: Any) -> list[dict[str, jax.Array]]:
+        """Each layer's parameters (the forward with a cache runs them unrolled); the matrices
+        cast to the compute `dtype` once here, the norms and biases as stored."""
+        arrays = self.arrays()
+        cast = lambda name, a: a if name.endswith(("norm", "bias")) else a.astype(dtype)  # noqa: E731
+        return [{name: cast(name, a[i]) for name, a in arrays.items()}
+                for i in range(next(iter(arrays.values())).shape[0])]
+
 
 class Decoder(nnx.Module):
     """Decoder-only transformer language model.
@@ -208,34 +185,28 @@ class Decoder(nnx.Module):
             return self.embed[...].T
         return self.lm_head[...]
 
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """The LM head: [..., d] final-normed hidden states -> float32[..., vocab].
+
+        A tied embedding [vocab, d] is contracted as it is stored, not through its transpose
+        (`lm_head_weight`), which XLA on CPU materialises: a copy of the embedding per call.
+        """
+        dtype = hidden.dtype
+        if self.lm_head is None:
+            return jnp.einsum("...d,vd->...v", hidden, self.embed[...].astype(dtype),
+                              preferred_element_type=jnp.float32)
+        return jnp.einsum("...d,dv->...v", hidden, self.lm_head[...].astype(dtype),
+                          preferred_element_type=jnp.float32)
+
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
         """An empty KV cache for this model (see `init_cache`)."""
         return init_cache(self.config, batch, max_len, dtype)
 
-    def __call__(
-        self,
-        tokens: jax.Array,
-        positions: jax.Array,
-        *,
-        attention_mask: jax.Array | None = None,
-        cache: KVCache | None = None,
-        return_hidden: bool = False,
-    ) -> tuple[jax.Array, KVCache | None]:
-        """Run the model.
-
-        Args:
-            tokens: int32[b, t].
-            positions: int32[b, t] RoPE position of each token (per row; 0 at a row's first real
-                token for left padding).
-            attention_mask: bool[b, t] True for real tokens among the t inputs (None = all real).
-                Padding keys are never attended to; outputs at padding queries are meaningless.
-            cache: optional KVCache; the t tokens are appended at each row's `end_index`.
-            return_hidden: return the final-normed hidden states instead of logits.
-
-        Returns:
-            (out, cache): out is float32[b, t, vocab] logits, or [b, t, embed] hidden states in the
-            compute dtype when `return_hidden`; cache is the updated KVCache (None if none given).
-        """
+    def _inputs(
+        self, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+        """Checked inputs -> (embeddings [b, t, d], cos, sin, mask bool[b, t], causal mask among
+        the t tokens bool[b, t, t])."""
         config = self.config
         if tokens.ndim != 2 or positions.shape != tokens.shape:
             raise ValueError(
@@ -250,40 +221,119 @@ class Decoder(nnx.Module):
                 f"attention_mask must be bool[batch, time] = {tokens.shape}, got {attention_mask.shape}"
             )
         attention_mask = attention_mask.astype(bool)
-        dtype = jnp.dtype(config.dtype)
-        x = jnp.take(self.embed[...], tokens, axis=0).astype(dtype)
+        x = jnp.take(self.embed[...], tokens, axis=0).astype(jnp.dtype(config.dtype))
         cos, sin = L.rope_cos_sin(positions, jnp.asarray(rope_inverse_frequencies(config)))
+        slots = jnp.broadcast_to(jnp.arange(time, dtype=jnp.int32), (batch, time))
+        allowed = L.causal_mask(slots, jnp.arange(time, dtype=jnp.int32), attention_mask)
+        return x, cos, sin, attention_mask, allowed
 
-        layer_arrays = self.layers.arrays()
+    def prefill(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        *,
+        attention_mask: jax.Array | None = None,
+        max_len: int | None = None,
+    ) -> tuple[jax.Array, KVCache]:
+        """Run t tokens from an empty cache.
+
+        The same values as ``self(tokens, positions, attention_mask=..., cache=
+        self.init_cache(b, max_len), return_hidden=True)``, computed without attending to an
+        empty cache: the scanned forward returns each layer's keys and values, which become the
+        cache (XLA would otherwise constant-fold the attention to the all-masked empty cache at
+        compile time, which takes minutes at large shapes).
+
+        Args:
+            tokens, positions: int32[b, t]; attention_mask: bool[b, t] (None = all real).
+            max_len: static slots of the returned cache (>= t; default t).
+
+        Returns:
+            (hidden [b, t, d] final-normed, in the compute dtype; KVCache of `max_len` slots
+            holding the t tokens, ``end_index == t``).
+        """
+        config = self.config
+        x, cos, sin, attention_mask, allowed = self._inputs(tokens, positions, attention_mask)
+        time = tokens.shape[1]
+        max_len = time if max_len is None else max_len
+        if max_len < time:
+            raise ValueError(f"prefill: max_len = {max_len} < {time} tokens")
+        x, (keys, values) = _scan_layers(x, self.layers.arrays(), cos, sin, allowed, config,
+                                         collect_kv=True)
+        empty = init_cache(config, tokens.shape[0], max_len - time)
+        cache = KVCache(
+            keys=tuple(jnp.concatenate([k, e], axis=2) for k, e in zip(keys, empty.keys)),
+            values=tuple(jnp.concatenate([v, e], axis=2) for v, e in zip(values, empty.values)),
+            key_mask=jnp.concatenate([attention_mask, empty.key_mask], axis=1),
+            end_index=jnp.asarray(time, jnp.int32),
+        )
+        return L.rms_norm(x, self.final_norm[...], config.rms_norm_eps), cache
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        *,
+        attention_mask: jax.Array | None = None,
+        cache: KVCache | None = None,
+        return_hidden: bool = False,
+        layers: list[dict[str, jax.Array]] | None = None,
+    ) -> tuple[jax.Array, KVCache | None]:
+        """Run the model.
+
+        Args:
+            tokens: int32[b, t].
+            positions: int32[b, t] RoPE position of each token (per row; 0 at a row's first real
+                token for left padding).
+            attention_mask: bool[b, t] True for real tokens among the t inputs (None = all real).
+                Padding keys are never attended to; outputs at padding queries are meaningless.
+            cache: optional KVCache; the t tokens are written from its `end_index`.
+            return_hidden: return the final-normed hidden states instead of logits.
+            layers: with a cache, optionally ``self.layers.per_layer(dtype)`` made once by a caller
+                that runs the model many times in one program (a decode loop): the layers then
+                run unrolled over them instead of scanned.
+
+        Returns:
+            (out, cache): out is float32[b, t, vocab] logits, or [b, t, embed] hidden states in the
+            compute dtype when `return_hidden`; cache is the updated KVCache (None if none given).
+        """
+        config = self.config
+        x, cos, sin, attention_mask, allowed = self._inputs(tokens, positions, attention_mask)
+        batch, time = tokens.shape
         if cache is None:
-            slots = jnp.broadcast_to(jnp.arange(time, dtype=jnp.int32), (batch, time))
-            allowed = L.causal_mask(slots, jnp.arange(time, dtype=jnp.int32), attention_mask)
-            x, _ = _scan_layers(x, layer_arrays, cos, sin, allowed, config, None)
+            x = _scan_layers(x, self.layers.arrays(), cos, sin, allowed, config)
             new_cache = None
         else:
-            if cache.keys.shape[1] != batch:
-                raise ValueError(f"cache has {cache.keys.shape[1]} rows but tokens have {batch}")
+            if cache.batch != batch:
+                raise ValueError(f"cache has {cache.batch} rows but tokens have {batch}")
             start = cache.end_index
-            key_mask = L.write_rows(cache.key_mask, attention_mask, start)
-            query_slots = start[:, None] + jnp.arange(time, dtype=jnp.int32)[None, :]
-            allowed = L.causal_mask(
-                query_slots, jnp.arange(cache.max_len, dtype=jnp.int32), key_mask
+            # Cached slots before the write position (later ones hold nothing or stale tokens).
+            written = jnp.arange(cache.max_len, dtype=jnp.int32) < start[..., None]
+            cache_allowed = jnp.broadcast_to(
+                (cache.key_mask & written)[:, None, :], (batch, time, cache.max_len)
             )
-            x, (keys, values) = _scan_layers(
-                x, layer_arrays, cos, sin, allowed, config, (cache.keys, cache.values, start)
-            )
-            new_cache = KVCache(keys, values, key_mask, start + time)
+            cached = (start, cache_allowed)
+            if layers is None:
+                x, keys, values = _scan_layers(
+                    x, self.layers.arrays(), cos, sin, allowed, config,
+                    (jnp.stack(cache.keys), jnp.stack(cache.values)) + cached,
+                )
+                keys, values = tuple(keys), tuple(values)
+            else:
+                keys, values = [], []
+                for layer, layer_keys, layer_values in zip(layers, cache.keys, cache.values):
+                    x, (k, v) = L.decoder_layer(
+                        x, layer, cos, sin, allowed, config.rms_norm_eps,
+                        (layer_keys, layer_values) + cached, config.attention_chunk,
+                    )
+                    keys.append(k)
+                    values.append(v)
+            key_mask = L.write_slots(cache.key_mask, attention_mask, start, axis=1)
+            new_cache = KVCache(tuple(keys), tuple(values), key_mask, start + time)
 
         hidden = L.rms_norm(x, self.final_norm[...], config.rms_norm_eps)
         if return_hidden:
             return hidden, new_cache
-        logits = jnp.einsum(
-            "btd,dv->btv",
-            hidden,
-            self.lm_head_weight().astype(dtype),
-            preferred_element_type=jnp.float32,
-        )
-        return logits, new_cache
+        return self.logits(hidden), new_cache
 
 
 def _scan_layers(
@@ -293,46 +343,55 @@ def _scan_layers(
     sin: jax.Array,
     allowed: jax.Array,
     config: ModelConfig,
-    cache: tuple[jax.Array, jax.Array, jax.Array] | None,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """Scan `decoder_layer` over the stacked layers, with the config's remat policy.
+    cached: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None,
+    collect_kv: bool = False,
+) -> Any:
+    """Scan `decoder_layer` over the stacked layers.
 
     Args:
         x: [b, t, d].
         layer_arrays: stacked parameters, each [layers, ...].
         cos, sin: float32[b, t, e // 2].
-        allowed: bool[b, t, s].
-        config: model config (eps, attention chunk, remat policy).
-        cache: optional (keys, values [layers, b, s, k, e], write_start int32[b]).
+        allowed: bool[b, t, t].
+        config: model config (eps, attention chunk, remat policy; remat only without a cache).
+        cached: optional (keys, values stacked [layers, b, k, s, e], write start, cache_allowed
+            bool[b, t, s]) (see `decoder_layer`).
+        collect_kv: without a cache, also return each layer's keys and values (no remat).
 
     Returns:
-        (x [b, t, d], (keys, values) stacked [layers, b, s, k, e] or None without a cache).
+        x [b, t, d]; with `cached`, (x, keys, values) with the updated stacked buffers; with
+        `collect_kv`, (x, (keys, values)), each a tuple of per-layer [b, k, t, e] in the compute
+        dtype.
     """
     eps = config.rms_norm_eps
     chunk = config.attention_chunk
+    if cached is not None:
+        cache_keys, cache_values, start, cache_allowed = cached
 
-    if cache is None:
-        def body(carry: jax.Array, layer: dict[str, jax.Array]):
-            out, _ = L.decoder_layer(carry, layer, cos, sin, allowed, eps, query_chunk=chunk)
-            return out, None
-
-        xs: Any = layer_arrays
-    else:
-        cache_keys, cache_values, start = cache
-
-        def body(carry: jax.Array, scanned: tuple[dict[str, jax.Array], jax.Array, jax.Array]):
+        def cached_body(carry: jax.Array, scanned: tuple[dict[str, jax.Array], jax.Array, jax.Array]):
             layer, layer_keys, layer_values = scanned
-            out, kv = L.decoder_layer(
-                carry, layer, cos, sin, allowed, eps, (layer_keys, layer_values, start), chunk
-            )
-            return out, (kv[0].astype(layer_keys.dtype), kv[1].astype(layer_values.dtype))
+            out, kv = L.decoder_layer(carry, layer, cos, sin, allowed, eps,
+                                      (layer_keys, layer_values, start, cache_allowed), chunk)
+            return out, kv
 
-        xs = (layer_arrays, cache_keys, cache_values)
+        x, (keys, values) = jax.lax.scan(cached_body, x, (layer_arrays, cache_keys, cache_values))
+        return x, keys, values
+
+    if collect_kv:
+        def collecting_body(carry: jax.Array, layer: dict[str, jax.Array]):
+            return L.decoder_layer(carry, layer, cos, sin, allowed, eps, query_chunk=chunk)
+
+        x, (keys, values) = jax.lax.scan(collecting_body, x, layer_arrays)
+        return x, (tuple(keys), tuple(values))
+
+    def body(carry: jax.Array, layer: dict[str, jax.Array]):
+        out, _ = L.decoder_layer(carry, layer, cos, sin, allowed, eps, query_chunk=chunk)
+        return out, None
 
     policy = remat_policy(config.remat_policy)
     if policy != "none":
         body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-    return jax.lax.scan(body, x, xs)
+    return jax.lax.scan(body, x, layer_arrays)[0]
 
 
 def count_parameters(model: Decoder) -> int:

@@ -69,49 +69,86 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 def grouped_query_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, *, query_chunk: int = 0
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    allowed: jax.Array,
+    *,
+    query_chunk: int = 0,
+    cached: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
-    """Scaled dot-product attention with grouped key/value heads and an explicit mask.
+    """Scaled dot-product attention with grouped key/value heads and explicit masks.
+
+    The t queries attend, in one softmax, to their own t keys (`k`, `v`, mask `allowed`) and,
+    when `cached` is given, to the keys already in a KV cache. The new keys are kept apart from the
+    cache (the caller writes them into it afterwards) so that the cache's only use after this
+    read is that write: XLA then updates each cache buffer in place instead of copying it per step.
 
     Args:
         q: [b, t, h, e] queries (RoPE applied).
-        k: [b, s, k, e] keys (RoPE applied).
-        v: [b, s, k, e] values.
-        allowed: bool[b, t, s]; True where query i may attend to key j.
+        k: [b, k, t, e] the t new keys (RoPE applied), in the KV cache's layout.
+        v: [b, k, t, e] their values.
+        allowed: bool[b, t, t]; True where query i may attend to new key j.
         query_chunk: static; when 0 < query_chunk < t, the queries attend in blocks of this many
             (`jax.lax.map` over blocks, t padded up to a multiple), so the float32 scores and
             probabilities take [b, h, query_chunk, s] at a time instead of [b, h, t, s]. Same
             values either way (each query row's softmax is independent of the others).
+        cached: optional (keys [b, k, s, e], values [b, k, s, e], cache_allowed bool[b, t, s]) of
+            the cache (`rar_jax.models.cache`) before the new tokens are written.
 
     Returns:
         [b, t, h, e] in q.dtype. Scores and softmax are float32. A query with no allowed key gets a
         uniform average (finite, never NaN); callers mask such rows out.
     """
     b, t, h, e = q.shape
+    cache_kv = None if cached is None else cached[:2]
     if not 0 < query_chunk < t:
-        return _attend(q, k, v, allowed)
+        return _attend(q, k, v, allowed, cache_kv, None if cached is None else cached[2])
     blocks = -(-t // query_chunk)
     padded = blocks * query_chunk
-    if padded != t:
-        q = jnp.pad(q, ((0, 0), (0, padded - t), (0, 0), (0, 0)))
-        allowed = jnp.pad(allowed, ((0, 0), (0, padded - t), (0, 0)))
-    q_blocks = q.reshape(b, blocks, query_chunk, h, e).swapaxes(0, 1)
-    allowed_blocks = allowed.reshape(b, blocks, query_chunk, -1).swapaxes(0, 1)
-    out = jax.lax.map(lambda block: _attend(block[0], k, v, block[1]), (q_blocks, allowed_blocks))
+
+    def split(a: jax.Array) -> jax.Array:
+        """[b, t, ...] -> [blocks, b, query_chunk, ...], t padded up to blocks * query_chunk."""
+        a = jnp.pad(a, ((0, 0), (0, padded - t)) + ((0, 0),) * (a.ndim - 2))
+        return a.reshape((b, blocks, query_chunk) + a.shape[2:]).swapaxes(0, 1)
+
+    masks = (allowed,) if cached is None else (allowed, cached[2])
+    out = jax.lax.map(
+        lambda block: _attend(block[0], k, v, block[1], cache_kv, block[2] if cached else None),
+        (split(q),) + tuple(split(mask) for mask in masks),
+    )
     return out.swapaxes(0, 1).reshape(b, padded, h, e)[:, :t]
 
 
-def _attend(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
+def _attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    allowed: jax.Array,
+    cache_kv: tuple[jax.Array, jax.Array] | None,
+    cache_allowed: jax.Array | None,
+) -> jax.Array:
     """`grouped_query_attention` of all t queries at once (same arguments, no chunking)."""
     b, t, h, e = q.shape
-    num_kv = k.shape[2]
-    groups = h // num_kv
-    q = q.reshape(b, t, num_kv, groups, e)
-    scores = jnp.einsum("btkge,bske->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (e ** -0.5)
-    scores = jnp.where(allowed[:, None, None, :, :], scores, MASKED_SCORE)
-    probs = jax.nn.softmax(scores, axis=-1)
-    out = jnp.einsum("bkgts,bske->btkge", probs.astype(v.dtype), v)
+    num_kv = k.shape[1]
+    q = q.reshape(b, t, num_kv, h // num_kv, e)
+
+    def scores_of(keys: jax.Array, mask: jax.Array) -> jax.Array:
+        scores = jnp.einsum("btkge,bkse->bkgts", q, keys, preferred_element_type=jnp.float32)
+        return jnp.where(mask[:, None, None, :, :], scores * (e ** -0.5), MASKED_SCORE)
+
+    scores = scores_of(k, allowed)
+    if cache_kv is None:
+        probs = jax.nn.softmax(scores, axis=-1)
+        out = jnp.einsum("bkgts,bkse->btkge", probs.astype(v.dtype), v)
+    else:
+        cache_keys, cache_values = cache_kv
+        slots = cache_keys.shape[2]
+        probs = jax.nn.softmax(
+            jnp.concatenate([scores_of(cache_keys, cache_allowed), scores], axis=-1), axis=-1
+        )
+        out = jnp.einsum("bkgts,bkse->btkge", probs[..., :slots].astype(v.dtype), cache_values)
+        out = out + jnp.einsum("bkgts,bkse->btkge", probs[..., slots:].astype(v.dtype), v)
     return out.reshape(b, t, h, e)
 
 
@@ -199,7 +236,7 @@ def decoder_layer(
     sin: jax.Array,
     allowed: jax.Array,
     eps: float,
-    cached_kv: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+    cached_kv: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None,
     query_chunk: int = 0,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """One pre-norm decoder layer: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``.
@@ -209,46 +246,59 @@ def decoder_layer(
         layer: this layer's parameters (see `project_qkv`, plus attn_norm [d], o_proj [h, e, d],
             mlp_norm [d], gate_proj/up_proj [d, f], down_proj [f, d]).
         cos, sin: float32[b, t, e // 2] rotary tables of the t query positions.
-        allowed: bool[b, t, s] attention mask; s = t without a cache, the cache length with one.
+        allowed: bool[b, t, t] attention mask among the t new tokens.
         eps: RMSNorm epsilon.
-        cached_kv: optional (keys [b, s, k, e], values [b, s, k, e], write_start int32[b]); the t new
-            keys/values of each row are written at slots write_start[row] .. + t, and attention runs
-            over the whole updated cache.
+        cached_kv: optional (keys [b, k, s, e], values [b, k, s, e], write_start int32[] or
+            int32[b], cache_allowed bool[b, t, s]) of this layer (`rar_jax.models.cache.KVCache`):
+            the queries also attend to the cached keys that `cache_allowed` marks, and the t new
+            keys/values are then written at slots write_start .. + t (of every row, or of each
+            row), in place.
         query_chunk: static query block size of the attention (see `grouped_query_attention`).
 
     Returns:
-        (x [b, t, d], (keys, values)): the new residual stream and the keys/values attended to
-        ([b, s, k, e] each; the updated cache when `cached_kv` is given).
+        (x [b, t, d], (keys, values)): the new residual stream and the t new keys/values
+        ([b, k, t, e]), or with `cached_kv` the updated cache buffers ([b, k, s, e], its dtype).
     """
     eps = float(eps)
     normed = rms_norm(x, layer["attn_norm"], eps)
     q, k, v = project_qkv(normed, layer, cos, sin, eps)
-    if cached_kv is not None:
-        cache_k, cache_v, write_start = cached_kv
-        k = write_rows(cache_k, k.astype(cache_k.dtype), write_start).astype(x.dtype)
-        v = write_rows(cache_v, v.astype(cache_v.dtype), write_start).astype(x.dtype)
-    attn = grouped_query_attention(q, k, v, allowed, query_chunk=query_chunk)
+    k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [b, k, t, e]
+    if cached_kv is None:
+        attn = grouped_query_attention(q, k, v, allowed, query_chunk=query_chunk)
+    else:
+        cache_k, cache_v, write_start, cache_allowed = cached_kv
+        attn = grouped_query_attention(
+            q, k, v, allowed, query_chunk=query_chunk,
+            cached=(cache_k.astype(x.dtype), cache_v.astype(x.dtype), cache_allowed),
+        )
+        k = write_slots(cache_k, k.astype(cache_k.dtype), write_start, axis=2)
+        v = write_slots(cache_v, v.astype(cache_v.dtype), write_start, axis=2)
     x = x + jnp.einsum("bthe,hed->btd", attn, layer["o_proj"].astype(x.dtype))
     normed = rms_norm(x, layer["mlp_norm"], eps)
     x = x + swiglu_mlp(normed, layer["gate_proj"], layer["up_proj"], layer["down_proj"])
     return x, (k, v)
 
 
-def write_rows(buffer: jax.Array, update: jax.Array, start: jax.Array) -> jax.Array:
-    """Write each row's update into its buffer at its own start slot.
+def write_slots(buffer: jax.Array, update: jax.Array, start: jax.Array, *, axis: int) -> jax.Array:
+    """Write `update` into `buffer` along its slot axis, at one start for all rows or one per row.
 
     Args:
-        buffer: [b, s, ...].
-        update: [b, t, ...] with t <= s.
-        start: int32[b] first slot per row; slots start .. start + t - 1 are overwritten (XLA clamps
-            the start so that the write fits, so callers must size the buffer).
+        buffer: [b, ...] with the slot axis `axis` (s slots).
+        update: like buffer with t <= s slots.
+        start: int32[] first slot of every row (one in-place `dynamic_update_slice`), or int32[b]
+            per row (a per-row scatter). Slots start .. start + t - 1 are overwritten; XLA clamps
+            the start so that the write fits, so callers must size the buffer.
+        axis: static slot axis (>= 1).
 
     Returns:
-        [b, s, ...] updated buffer.
+        the updated buffer.
     """
+    if start.ndim == 0:
+        index = tuple(start if a == axis else 0 for a in range(buffer.ndim))
+        return jax.lax.dynamic_update_slice(buffer, update, index)
 
     def write_one(row_buffer: jax.Array, row_update: jax.Array, row_start: jax.Array) -> jax.Array:
-        index = (row_start,) + (0,) * (row_buffer.ndim - 1)
+        index = tuple(row_start if a == axis - 1 else 0 for a in range(row_buffer.ndim))
         return jax.lax.dynamic_update_slice(row_buffer, row_update, index)
 
     return jax.vmap(write_one)(buffer, update, start)

@@ -9,7 +9,6 @@ from rar_jax.parallel.sharding import (
     make_mesh,
     mesh_shape,
     param_shardings,
-    shard_module,
 )
 
 __all__ = [
@@ -21,5 +20,4 @@ __all__ = [
     "make_mesh",
     "mesh_shape",
     "param_shardings",
-    "shard_module",
 ]

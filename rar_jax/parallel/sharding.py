@@ -193,27 +193,21 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 
 def cache_shardings(cache: Any, mesh: Mesh, rules: Mapping[str, MeshAxes] | None = None) -> Any:
-    """NamedShardings for a rar_jax.models.decoder.KVCache (same pytree structure).
+    """NamedShardings for a `rar_jax.models.cache.KVCache` (or its `jax.eval_shape`), same pytree.
 
-    keys/values [layers, batch, max_len, kv_heads, head_dim] shard batch over ("data", "fsdp") and
-    kv_heads over "tensor" (dimensions that do not divide are replicated); key_mask and end_index
-    shard their batch axis.
+    Each layer's keys/values [batch, kv_heads, slots, head_dim] shard batch over ("data", "fsdp")
+    and kv_heads over "tensor" (dimensions that do not divide are replicated); key_mask and a
+    per-row end_index shard their batch axis, a scalar end_index is replicated.
     """
-    kv_axes = ("layers", "batch", None, "kv_heads", "head_dim")
 
     def named(axes: tuple[str | None, ...], shape: tuple[int, ...]) -> NamedSharding:
         return NamedSharding(mesh, logical_to_mesh_spec(axes, shape, mesh, rules))
 
+    kv = lambda a: named(("batch", "kv_heads", None, "head_dim"), a.shape)  # noqa: E731
+    end_axes = ("batch",) if len(cache.end_index.shape) else ()
     return type(cache)(
-        keys=named(kv_axes, cache.keys.shape),
-        values=named(kv_axes, cache.values.shape),
+        keys=tuple(kv(a) for a in cache.keys),
+        values=tuple(kv(a) for a in cache.values),
         key_mask=named(("batch", None), cache.key_mask.shape),
-        end_index=named(("batch",), cache.end_index.shape),
+        end_index=named(end_axes, cache.end_index.shape),
     )
-
-
-def shard_module(module: nnx.Module, mesh: Mesh, rules: Mapping[str, MeshAxes] | None = None) -> None:
-    """Move a module's parameters onto the mesh in place, each to its rule-given sharding."""
-    state = nnx.state(module)
-    shardings = param_shardings(state, mesh, rules)
-    nnx.update(module, jax.device_put(state, shardings))

@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 
 from rar_jax.models.config import ModelConfig
-from rar_jax.models.decoder import Decoder, count_parameters, init_cache
+from rar_jax.models.cache import init_cache
+from rar_jax.models.decoder import Decoder, count_parameters
 from rar_jax.models.loading import load_hf_checkpoint
 
 TINY_MODELS = ("llama_tiny", "llama3_scaled", "qwen2_tiny", "qwen3_tiny")
@@ -106,7 +107,7 @@ def test_prefill_then_decode_equals_full_forward(tiny_for_cache):
         logits, cache = _cached(model, jnp.asarray(ids[:, index:index + 1]), positions, cache)
         pieces.append(logits)
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), reference, atol=1e-4, rtol=0)
-    np.testing.assert_array_equal(cache.end_index, [time, time])
+    assert int(cache.end_index) == time  # every row writes at the same slot
     assert cache.key_mask[:, :time].all() and not cache.key_mask[:, time:].any()
 
 
@@ -265,7 +266,8 @@ def test_bfloat16_compute_and_params():
     assert mixed.layers.q_proj[...].dtype == jnp.float32
     assert mixed(tokens, _positions(2, 5), return_hidden=True)[0].dtype == jnp.bfloat16
     cache = mixed.init_cache(2, 8)
-    assert cache.keys.dtype == jnp.bfloat16 and cache.keys.shape == (3, 2, 8, 2, 8)
+    assert len(cache.keys) == 3  # one buffer per layer, [batch, kv_heads, slots, head_dim]
+    assert all(k.dtype == jnp.bfloat16 and k.shape == (2, 2, 8, 8) for k in cache.keys)
 
 
 def test_shape_errors_are_clear():
@@ -276,3 +278,25 @@ def test_shape_errors_are_clear():
         model(jnp.zeros((1, 3), jnp.int32), _positions(1, 3), attention_mask=jnp.ones((1, 4), bool))
     with pytest.raises(ValueError, match="rows"):
         model(jnp.zeros((1, 3), jnp.int32), _positions(1, 3), cache=model.init_cache(2, 8))
+
+
+def test_prefill_equals_a_forward_into_an_empty_cache_and_decoding_continues(tiny_for_cache):
+    _, model, ids, reference = tiny_for_cache
+    batch, time = ids.shape
+    prompt = 5
+    mask = jnp.ones((batch, prompt), bool).at[1, :2].set(False)  # row 1 left-padded by 2
+    tokens, positions = jnp.asarray(ids[:, :prompt]), _positions(batch, prompt)
+    hidden, cache = nnx.jit(lambda m: m.prefill(tokens, positions, attention_mask=mask, max_len=9))(model)
+    expected, expected_cache = nnx.jit(lambda m: m(
+        tokens, positions, attention_mask=mask, cache=m.init_cache(batch, 9), return_hidden=True))(model)
+    real = np.asarray(mask)  # outputs at padding queries are meaningless
+    np.testing.assert_allclose(np.asarray(hidden)[real], np.asarray(expected)[real], atol=1e-5, rtol=0)
+    assert int(cache.end_index) == prompt and cache.max_len == 9
+    np.testing.assert_array_equal(cache.key_mask, expected_cache.key_mask)
+    filled = np.asarray(cache.key_mask)  # [b, s]; padding slots are never attended to
+    for ours, theirs in zip(cache.keys + cache.values, expected_cache.keys + expected_cache.values):
+        ours, theirs = np.asarray(ours).transpose(0, 2, 1, 3), np.asarray(theirs).transpose(0, 2, 1, 3)
+        np.testing.assert_allclose(ours[filled], theirs[filled], atol=1e-5, rtol=0)
+    # row 0 continues as the full forward does
+    logits, _ = _cached(model, jnp.asarray(ids[:, prompt:prompt + 1]), jnp.full((batch, 1), prompt, jnp.int32), cache)
+    np.testing.assert_allclose(logits[0, 0], reference[0, prompt], atol=1e-4, rtol=0)

@@ -71,15 +71,19 @@ def test_grouped_query_attention_matches_numpy(t, query_chunk):
     v = rng.normal(size=(b, s, kv, e)).astype(np.float32)
     allowed = rng.random((b, t, s)) < 0.6
     allowed[..., 0] = True
-    out = L.grouped_query_attention(*map(jnp.asarray, (q, k, v, allowed)), query_chunk=query_chunk)
+    # the function takes keys/values in the cache layout [b, kv, s, e]
+    cache_layout = lambda a: jnp.asarray(a.transpose(0, 2, 1, 3))  # noqa: E731
+    out = L.grouped_query_attention(
+        jnp.asarray(q), cache_layout(k), cache_layout(v), jnp.asarray(allowed), query_chunk=query_chunk
+    )
     assert out.shape == (b, t, h, e)
     np.testing.assert_allclose(out, _attention_reference(q, k, v, allowed), atol=1e-5)
 
 
 def test_fully_masked_query_is_finite():
     q = jnp.ones((1, 1, 2, 4))
-    k = jnp.ones((1, 3, 1, 4))
-    v = jnp.arange(12.0).reshape(1, 3, 1, 4)
+    k = jnp.ones((1, 1, 3, 4))
+    v = jnp.arange(12.0).reshape(1, 1, 3, 4)
     out = L.grouped_query_attention(q, k, v, jnp.zeros((1, 1, 3), bool))
     assert np.isfinite(np.asarray(out)).all()
 
@@ -94,11 +98,19 @@ def test_swiglu_matches_numpy():
     np.testing.assert_allclose(L.swiglu_mlp(*map(jnp.asarray, (x, gate, up, down))), expected, rtol=1e-5)
 
 
-def test_write_rows_writes_each_row_at_its_own_slot():
+def test_write_slots_at_each_rows_own_slot_or_one_shared_slot():
     buffer = jnp.zeros((2, 5), jnp.int32)
     update = jnp.array([[1, 2], [3, 4]], jnp.int32)
-    out = L.write_rows(buffer, update, jnp.array([0, 3], jnp.int32))
+    out = L.write_slots(buffer, update, jnp.array([0, 3], jnp.int32), axis=1)
     np.testing.assert_array_equal(out, [[1, 2, 0, 0, 0], [0, 0, 0, 3, 4]])
+    out = L.write_slots(buffer, update, jnp.asarray(2, jnp.int32), axis=1)
+    np.testing.assert_array_equal(out, [[0, 0, 1, 2, 0], [0, 0, 3, 4, 0]])
+    # the slot axis of a cache buffer [b, kv, s, e]
+    cache = jnp.zeros((2, 1, 4, 2))
+    new = jnp.arange(4.0).reshape(2, 1, 1, 2)
+    out = L.write_slots(cache, new, jnp.array([3, 1], jnp.int32), axis=2)
+    np.testing.assert_array_equal(out[0, 0], [[0, 0], [0, 0], [0, 0], [0, 1]])
+    np.testing.assert_array_equal(out[1, 0], [[0, 0], [2, 3], [0, 0], [0, 0]])
 
 
 def test_causal_mask_by_slot_and_validity():

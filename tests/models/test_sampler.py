@@ -14,12 +14,11 @@ import pytest
 from flax import nnx
 
 from rar_jax.models.loading import load_hf_checkpoint
-from rar_jax.models.sampler import (
+from rar_jax.models.sampler import SampleOutput, Sampler
+from rar_jax.models.sampling import (
     FINISH_EOS,
     FINISH_LENGTH,
     FINISH_STOP_STRING,
-    SampleOutput,
-    Sampler,
     SamplingParams,
     find_stop_string,
     sample_next_tokens,
@@ -145,8 +144,8 @@ def test_logprobs_equal_a_full_forward_tempered_log_softmax(tiny):
 
 @pytest.mark.parametrize("name", ["llama3_scaled", "qwen2_tiny", "qwen3_tiny"])
 def test_decode_layout_matches_a_full_forward_for_each_family(fixtures_dir, name):
-    # The decode step re-lays out the weights (per layer, [out, in], untied LM head transposed):
-    # tied heads and llama3 RoPE scaling, q/k/v biases (Qwen2) and q/k norms (Qwen3).
+    # The decode loop runs per-layer weights over the per-layer cache: tied heads and llama3
+    # RoPE scaling, q/k/v biases (Qwen2) and q/k norms (Qwen3).
     model = load_hf_checkpoint(fixtures_dir / name)
     out = Sampler(model, stop_ids=()).generate(
         PROMPTS[:2], SamplingParams(max_new_tokens=6, temperature=1.0), jax.random.key(5)
