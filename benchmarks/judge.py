@@ -49,7 +49,7 @@ import numpy as np
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from rar_jax.aot import flops as flops_lib  # noqa: E402
+from rar_jax.models import flops as flops_lib  # noqa: E402
 from rar_jax.eval.judge_quality import healthbench_pairs, judge_prompts, kqa_pairs  # noqa: E402
 from rar_jax.judges.jax_backend import JaxJudge  # noqa: E402
 from rar_jax.models.config import ModelConfig  # noqa: E402

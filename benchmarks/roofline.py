@@ -16,7 +16,7 @@ Not a test (CI never runs it). In one run it measures:
   included).
   tokens/s = rows x decode steps / seconds; bytes per step = the weights in the compute dtype
   (read once per step) + the KV cache buffers a step reads (the whole attention window of every
-  layer, their sizes as allocated); FLOPs per step from ``rar_jax.aot.flops.decode_flops`` over
+  layer, their sizes as allocated); FLOPs per step from ``rar_jax.models.flops.decode_flops`` over
   the window.
 * the in-process judge's verdict scoring (``JaxJudge.score_binary``, ``judge.batch_size`` rows
   per call) of every criterion of the first ``--judge_examples`` answers of ``--judge_dataset``
@@ -71,7 +71,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.judge import DEFAULT_PATHS, count_flops  # noqa: E402
 from benchmarks.sampler import NO_EOS_ID, QUESTIONS  # noqa: E402
-from rar_jax.aot import flops as flops_lib  # noqa: E402
+from rar_jax.models import flops as flops_lib  # noqa: E402
 from rar_jax.eval.judge_quality import healthbench_pairs, judge_prompts, kqa_pairs  # noqa: E402
 from rar_jax.judges.jax_backend import JaxJudge  # noqa: E402
 from rar_jax.models.batching import left_pad  # noqa: E402

@@ -11,7 +11,7 @@ XLA's per-device memory analysis, XLA's FLOP and byte counts, and our analytic F
 
 Why an analytic count: XLA's ``cost_analysis`` counts the body of a ``scan`` or ``while`` loop
 once, so the scanned layers, micro-batches and logit chunks of our programs are undercounted by
-their trip counts. The analytic count (:mod:`rar_jax.aot.flops`) is what the roofline uses; XLA's
+their trip counts. The analytic count (:mod:`rar_jax.models.flops`) is what the roofline uses; XLA's
 figure is reported beside it and agrees within a factor of 2 where every loop runs once (tested).
 
 Memory: a program's peak per device is the state that stays resident between programs (the
@@ -38,14 +38,15 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import config_dict
 
-from rar_jax.aot import flops as flops_lib
+from rar_jax.models import flops as flops_lib
 from rar_jax.aot.model_shapes import model_architecture
 from rar_jax.errors import UserError
 from rar_jax.judges.jax_backend import SCORE_OPTIONS
 from rar_jax.models.batching import bucket_size
 from rar_jax.models.config import ModelConfig
 from rar_jax.models.decoder import Decoder
-from rar_jax.models.sampler import DEFAULT_PROMPT_BUCKETS, DecodeState, Sampler
+from rar_jax.models.decoding import DecodeState
+from rar_jax.models.sampler import DEFAULT_PROMPT_BUCKETS, Sampler
 from rar_jax.parallel import make_mesh, param_shardings
 from rar_jax.parallel.sharding import batch_sharding
 from rar_jax.rl import train_step
@@ -279,7 +280,8 @@ class Planner:
         jitted = train_step.jit_train_step(step, self.state_shardings, self.mesh)
         batch = self._batch(train_step.Batch, rows, width)
         flops = flops_lib.train_flops(self.architecture, rows, width,
-                                      remat=config.model.remat_policy != "none")
+                                      remat=config.model.remat_policy != "none",
+                                      head_time=rl.max_completion_length)
         return compile_report("train_step", jitted, (self.state, batch), {}, devices=self.size,
                        runs_per_step=rl.num_iterations, resident_bytes=self.resident_bytes(
                            judge_bytes), resident_argument_bytes=self.state_bytes,
@@ -302,7 +304,8 @@ class Planner:
         row = batch_sharding(self.mesh, 2)
         tokens = jax.ShapeDtypeStruct((rows, width), jnp.int32, sharding=row)
         mask = jax.ShapeDtypeStruct((rows, width), jnp.bool_, sharding=row)
-        flops = flops_lib.forward_flops(self.architecture, rows, width, width)
+        flops = flops_lib.forward_flops(self.architecture, rows, width, width,
+                                        head_time=rl.max_completion_length)
         return compile_report("reference_pass", jitted, (self.params, tokens, tokens, mask), {},
                               devices=self.size,
                        runs_per_step=passes, resident_bytes=self.resident_bytes(judge_bytes),
@@ -366,7 +369,7 @@ class Planner:
         decode = compile_report(
             "decode", sampler.decode_program,
             (self.graphdef, self.params, state, stop, scalar, scalar),
-            dict(prompt_len=prompt, window=width, **static), devices=self.size,
+            dict(window=width, **static), devices=self.size,
             runs_per_step=calls * (answer - 1),
             resident_bytes=resident,
             resident_argument_bytes=self.params_bytes,
@@ -430,7 +433,8 @@ class Planner:
                                            train_step.SFTBatch)
         batch = self._batch(train_step.SFTBatch, rows, width)
         flops = flops_lib.train_flops(self.architecture, rows, width,
-                                      remat=config.model.remat_policy != "none")
+                                      remat=config.model.remat_policy != "none",
+                                      head_time=config.rl.max_completion_length)
         return compile_report("sft_step", jitted, (self.state, batch), {}, devices=self.size,
                               runs_per_step=1,
                        resident_bytes=self.state_bytes, resident_argument_bytes=self.state_bytes,

@@ -33,7 +33,7 @@ import optax
 from flax import nnx
 from ml_collections import config_dict
 
-from rar_jax.aot.flops import train_flops
+from rar_jax.models.flops import train_flops
 from rar_jax.parallel import batch_sharding
 from rar_jax.rl import grpo, losses
 from rar_jax.rl.optimizer import learning_rate_schedule, make_optimizer
@@ -266,7 +266,7 @@ def accumulated_update(
         (new state, metrics): ``loss`` (global), ``loss_denominator``, ``grad_norm``,
         ``learning_rate``, the skip counters, ``loss_tokens_outside_answers``, ``update_flops``
         (the analytic FLOPs of the forward and backward passes,
-        :func:`rar_jax.aot.flops.train_flops` with the LM head over the log-prob window; the
+        :func:`rar_jax.models.flops.train_flops` with the LM head over the log-prob window; the
         trainer divides it by the update's time) and ``loss/<name>`` for each metric of the loss.
     """
     def sum_and_output(params: nnx.State, micro: Any) -> tuple[jax.Array, losses.LossOutput]:

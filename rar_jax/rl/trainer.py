@@ -412,7 +412,7 @@ class GRPOTrainer(TrainingLoop):
             "answer/frac_truncated": float(np.mean([r == "length" for r in output.finish_reasons])),
             "throughput/tokens_per_s": (answer_tokens + trained_tokens) / max(elapsed, 1e-9),
             "throughput/model_flops_per_s": flops / max(elapsed, 1e-9),
-            # The update: its analytic FLOPs (rar_jax.aot.flops) over time/train_s less the reference
+            # The update: its analytic FLOPs (rar_jax.models.flops) over time/train_s less the reference
             # pass (an old log-prob pass, when recomputed, is in there too).
             "throughput/update_flops_per_s": float(step_metrics["update_flops"]) * rl.num_iterations
             / max(timings["time/train_s"] - reference_s, 1e-9),

@@ -80,7 +80,7 @@ def test_answer_window_gives_the_same_update():
         assert int(metrics["loss_tokens_outside_answers"]) == 0
         results.append((jax.tree.leaves(new_state.params), metrics))
     (window, window_metrics), (full, full_metrics) = results
-    # rar_jax.aot.flops by hand for TINY (2 layers, d 16, 4 heads and 2 kv heads of 4, MLP 32,
+    # rar_jax.models.flops by hand for TINY (2 layers, d 16, 4 heads and 2 kv heads of 4, MLP 32,
     # vocab 32), 4 rows x 8 positions: per token 9216 (projections) + 1024 (attention over 8
     # keys) + 1024 (head); forward + backward = 3 forwards; the window drops 2 heads per row.
     assert float(full_metrics["update_flops"]) == 3 * 4 * 8 * (9216 + 1024 + 1024)
