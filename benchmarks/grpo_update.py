@@ -16,7 +16,7 @@ calls alternate between the workers, so a noisy machine affects both alike. Repo
 median and best wall seconds of each program, the worker's CPU seconds per call (all threads),
 the update's FLOP/s and its fraction of the f32 matmul rate measured in the same run (before and
 after the programs, the better kept), the load average before and after. The FLOPs are the work
-the update needs (``rar_jax.aot.flops.train_flops``: the layers forward and backward over every
+the update needs (``rar_jax.models.flops.train_flops``: the layers forward and backward over every
 position, the LM head over the answer positions only), the same for both trees. The last line is
 one JSON object.
 
@@ -33,13 +33,16 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Appended, not inserted: a worker's rar_jax comes first, from its tree (PYTHONPATH).
+sys.path.append(str(REPO_ROOT))
+
+from benchmarks.revisions import Worker, serve, source_trees  # noqa: E402
 PROMPT_LENGTH = 64
 # setting -> (prompts, generations, new tokens), as in benchmarks/grpo_step.py.
 SETTINGS = {"A": (2, 2, 16), "B": (2, 8, 64)}
@@ -114,38 +117,7 @@ def worker(setting: str) -> None:
                 "reference_s": reference_s, "reference_cpu_s": reference_cpu_s}
 
     print(json.dumps({"first": call()}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            break
-        print(json.dumps(call()), flush=True)
-
-
-class Worker:
-    """A ``--worker`` subprocess importing ``rar_jax`` from ``tree``; ``first`` is its compiling
-    call's figures."""
-
-    def __init__(self, tree: pathlib.Path, setting: str):
-        env = dict(os.environ, PYTHONPATH=str(tree))
-        self.process = subprocess.Popen(
-            [sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", setting],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(tree))
-        self.first = self.reply()["first"]
-
-    def reply(self) -> dict:
-        for line in self.process.stdout:
-            if line.startswith("{"):
-                return json.loads(line)
-        raise SystemExit(f"worker exited with {self.process.wait()} (see its stderr above)")
-
-    def call(self) -> dict[str, float]:
-        self.process.stdin.write("run\n")
-        self.process.stdin.flush()
-        return self.reply()
-
-    def close(self) -> None:
-        self.process.stdin.write("\n")
-        self.process.stdin.flush()
-        self.process.wait(timeout=60)
+    serve(lambda _: call())
 
 
 # ------------------------------------------------------------------------------- parent
@@ -159,7 +131,7 @@ def matmul_bound(repeats: int) -> float:
 
 def needed_flops(setting: str) -> float:
     """The update's FLOPs: layers forward + backward over every position, LM head over answers."""
-    from rar_jax.aot import flops
+    from rar_jax.models import flops
     from rar_jax.models.config import ModelConfig
 
     prompts, generations, new_tokens = SETTINGS[setting]
@@ -171,7 +143,7 @@ def run_setting(setting: str, trees: dict[str, pathlib.Path], repeats: int) -> d
     """Workers for every tree, then ``repeats`` alternating calls; the figures per tree."""
     load_before = os.getloadavg()[0]
     bound_before = matmul_bound(3)
-    workers = {name: Worker(tree, setting) for name, tree in trees.items()}
+    workers = {name: Worker(tree, __file__, [setting]) for name, tree in trees.items()}
     calls: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     for _ in range(repeats):
         for name, one in workers.items():
@@ -183,7 +155,7 @@ def run_setting(setting: str, trees: dict[str, pathlib.Path], repeats: int) -> d
     report: dict[str, Any] = {"load_avg_before_after": [load_before, os.getloadavg()[0]],
                               "matmul_f32_flops_per_s": bound, "update_flops": flops}
     for name, figures in calls.items():
-        side = {"first_update_s": workers[name].first["update_s"]}
+        side = {"first_update_s": workers[name].first["first"]["update_s"]}
         for key in figures[0]:
             values = [f[key] for f in figures]
             side[f"{key[:-2]}_median_s" if key.endswith("_s") else key] = statistics.median(values)
@@ -222,15 +194,7 @@ def main() -> None:
     if any(n not in SETTINGS for n in names) or args.repeats < 1:
         parser.error(f"--settings must name {', '.join(SETTINGS)}; --repeats >= 1")
     with tempfile.TemporaryDirectory() as scratch:
-        revisions = {"current": args.current, "baseline": args.baseline}
-        trees = {"current": REPO_ROOT}
-        for name, revision in revisions.items():
-            if revision:
-                trees[name] = pathlib.Path(scratch) / name
-                trees[name].mkdir()
-                archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", revision],
-                                         check=True, capture_output=True).stdout
-                subprocess.run(["tar", "-x", "-C", str(trees[name])], input=archive, check=True)
+        trees = source_trees(args.current, args.baseline, pathlib.Path(scratch))
         sys.path.insert(0, str(REPO_ROOT))
         report = {f"setting_{n}": run_setting(n, trees, args.repeats) for n in names}
     print(json.dumps(report))
