@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from cli_runner import run_experiment
-from rar_jax.experiments import tables
+from rar_jax.eval import tables
 from rar_jax.metrics import read_metrics
 from rar_jax.models.loading import load_model_and_tokenizer
 from tiny_checkpoint import write_tiny_checkpoint
