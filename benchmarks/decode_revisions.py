@@ -16,6 +16,7 @@ Works with revisions before and after the decode loop moved into `rar_jax.models
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pathlib
@@ -60,13 +61,14 @@ def worker(batch: int, max_new_tokens: int) -> None:
             jnp.asarray(mask), jnp.ones(batch, bool), jax.random.key(0), one, one,
             num_samples=1, max_new_tokens=max_new_tokens, cache_slots=window, **static)
 
+    # Revisions before rar_jax.models.decoding took the padded prompt length as well.
+    decode_static = dict(static, window=window)
+    if "prompt_len" in inspect.signature(sampler.decode_program).parameters:
+        decode_static["prompt_len"] = PROMPT_LENGTH
+
     def decode(state: Any) -> Any:
-        try:
-            return sampler.decode_program(sampler.graphdef, sampler.params, state, stop, one, one,
-                                          window=window, **static)
-        except TypeError:  # revisions before rar_jax.models.decoding took the prompt length
-            return sampler.decode_program(sampler.graphdef, sampler.params, state, stop, one, one,
-                                          prompt_len=PROMPT_LENGTH, window=window, **static)
+        return sampler.decode_program(sampler.graphdef, sampler.params, state, stop, one, one,
+                                      **decode_static)
 
     def call(_: str = "") -> dict[str, Any]:
         start = time.perf_counter()

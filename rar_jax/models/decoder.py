@@ -259,13 +259,7 @@ class Decoder(nnx.Module):
             raise ValueError(f"prefill: max_len = {max_len} < {time} tokens")
         x, (keys, values) = _scan_layers(x, self.layers.arrays(), cos, sin, allowed, config,
                                          collect_kv=True)
-        empty = init_cache(config, tokens.shape[0], max_len - time)
-        cache = KVCache(
-            keys=tuple(jnp.concatenate([k, e], axis=2) for k, e in zip(keys, empty.keys)),
-            values=tuple(jnp.concatenate([v, e], axis=2) for v, e in zip(values, empty.values)),
-            key_mask=jnp.concatenate([attention_mask, empty.key_mask], axis=1),
-            end_index=jnp.asarray(time, jnp.int32),
-        )
+        cache = KVCache(keys, values, attention_mask, jnp.asarray(time, jnp.int32)).grown(max_len)
         return L.rms_norm(x, self.final_norm[...], config.rms_norm_eps), cache
 
     def __call__(
