@@ -68,6 +68,7 @@ from rar_jax.judges.prompts import JudgePrompt
 from rar_jax.models.batching import bucket_size, left_pad, power_of_two_buckets
 from rar_jax.models.cache import KVCache
 from rar_jax.models.decoder import Decoder
+from rar_jax.models.prefix_decoding import shared_prefix_length
 
 __all__ = [
     "BINARY_OPTIONS",
@@ -193,20 +194,6 @@ class TokenizedVerdictPrompt:
 
     context: tuple[int, ...]
     continuations: tuple[tuple[int, ...], ...]
-
-
-def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """Length of the longest common prefix of the sequences (0 for none or an empty input)."""
-    if not sequences:
-        return 0
-    first = sequences[0]
-    length = min(len(sequence) for sequence in sequences)
-    for sequence in sequences[1:]:
-        index = 0
-        while index < length and sequence[index] == first[index]:
-            index += 1
-        length = index
-    return length
 
 
 def tokenize_verdict_prompt(

@@ -9,6 +9,9 @@ How a call runs (`Sampler.generate`):
 2. `prefill` (jitted) runs each prompt ONCE through the model into a KV cache, replicates every
    prompt's cache rows for its ``num_samples`` samples (GRPO's G answers per prompt; rows are
    prompt-major: row ``p * num_samples + s``) and samples the first token of every row.
+   With ``prefix_groups`` (`Sampler.generate`), each group's common token prefix is run once
+   instead and every prompt runs only its own remaining tokens, continuing the prefix's cache
+   (`rar_jax.models.prefix_decoding`; the judge server's prefix reuse).
 3. `decode` (jitted) runs a `jax.lax.while_loop` on device: one token per iteration for all rows,
    until every row has finished or the step limit is reached; no host round trip per token. The
    cache holds only the slots of the current attention window (a multiple of
@@ -40,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import jax
@@ -48,10 +51,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rar_jax.models import decoding
+from rar_jax.models import decoding, prefix_decoding
 from rar_jax.models.batching import bucket_size, left_pad
 from rar_jax.models.cache import init_cache
 from rar_jax.models.decoder import Decoder
+from rar_jax.models.prefix_decoding import split_shared_prefixes
 from rar_jax.models.sampling import (
     FINISH_EOS,
     FINISH_LENGTH,
@@ -173,10 +177,16 @@ class Sampler:
         self.data_parallel_size = 1
         if mesh is not None:
             self.data_parallel_size = int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
-        self._traces = {"prefill": 0, "decode": 0}
+        self._traces = {"prefill": 0, "prefix_prefill": 0, "decode": 0}
+        # Token slots (padding included) the last call's prefill ran through the model.
+        self.last_prefill_tokens = 0
         static = ("graphdef", "top_k", "use_top_p", "greedy", "stop_ids", "pad_id", "shardings")
         self.prefill_program = jax.jit(
             self._counted("prefill", decoding.prefill),
+            static_argnames=static + ("num_samples", "max_new_tokens", "cache_slots"),
+        )
+        self.prefix_prefill_program = jax.jit(
+            self._counted("prefix_prefill", prefix_decoding.prefill_continuing_prefixes),
             static_argnames=static + ("num_samples", "max_new_tokens", "cache_slots"),
         )
         self._grow_cache = jax.jit(decoding.grow_cache, static_argnames=("slots", "shardings"))
@@ -261,6 +271,7 @@ class Sampler:
         *,
         params: Any = None,
         cancelled: Callable[[], bool] | None = None,
+        prefix_groups: Sequence[Hashable] | None = None,
     ) -> SampleOutput:
         """Generate ``sampling.num_samples`` answers for every prompt.
 
@@ -271,6 +282,10 @@ class Sampler:
             params: optional weights for this call (default: the current ones, see `set_params`).
             cancelled: asked on the host between chunks of ``sampling.stop_check_interval``
                 decode steps; True stops the generation (e.g. the judge server's client hung up).
+            prefix_groups: optional group id per prompt: the longest common token prefix of each
+                group's prompts is prefilled once and the prompts continue it
+                (`rar_jax.models.prefix_decoding`); None prefills every prompt whole. Greedy
+                output is the same either way, up to float rounding.
 
         Returns:
             SampleOutput with ``len(prompts) * num_samples`` rows, prompt-major.
@@ -289,12 +304,10 @@ class Sampler:
         if isinstance(params, nnx.Module):
             params = nnx.split(params)[1]
         num_prompts = len(prompts)
-        prompt_len = bucket_size(max(len(p) for p in prompts), self.prompt_buckets)
         batch = bucket_size(num_prompts, self.batch_buckets, self.data_parallel_size)
         samples = sampling.num_samples
         rows = batch * samples
         max_new = int(sampling.max_new_tokens)
-        tokens, positions, mask = left_pad(prompts, prompt_len, batch, self.pad_id)
         row_active = np.repeat(np.arange(batch) < num_prompts, samples)
         static = dict(
             top_k=int(sampling.top_k), use_top_p=sampling.top_p < 1.0, greedy=bool(sampling.greedy),
@@ -303,12 +316,37 @@ class Sampler:
         )
         temperature = jnp.asarray(sampling.temperature, jnp.float32)
         top_p = jnp.asarray(sampling.top_p, jnp.float32)
-        state = self.prefill_program(
-            self.graphdef, params, self._put_rows(tokens), self._put_rows(positions),
-            self._put_rows(mask), self._put_rows(row_active), key, temperature, top_p,
-            num_samples=samples, max_new_tokens=max_new,
-            cache_slots=self.attention_window(prompt_len, 1, max_new), **static,
-        )
+        if prefix_groups is None:
+            prompt_len = bucket_size(max(len(p) for p in prompts), self.prompt_buckets)
+            tokens, positions, mask = left_pad(prompts, prompt_len, batch, self.pad_id)
+            self.last_prefill_tokens = batch * prompt_len
+            state = self.prefill_program(
+                self.graphdef, params, self._put_rows(tokens), self._put_rows(positions),
+                self._put_rows(mask), self._put_rows(row_active), key, temperature, top_p,
+                num_samples=samples, max_new_tokens=max_new,
+                cache_slots=self.attention_window(prompt_len, 1, max_new), **static,
+            )
+        else:
+            split = split_shared_prefixes(prompts, prefix_groups)
+            prefix_rows = bucket_size(len(split.prefixes), self.batch_buckets)
+            prefix_len = bucket_size(max(map(len, split.prefixes)), self.prompt_buckets)
+            prefix_tokens, prefix_positions, prefix_mask = left_pad(
+                split.prefixes, prefix_len, prefix_rows, self.pad_id)
+            suffix_len = bucket_size(max(map(len, split.suffixes)), self.prompt_buckets)
+            tokens, positions, mask = left_pad(
+                split.suffixes, suffix_len, batch, self.pad_id,
+                [len(split.prefixes[source]) for source in split.sources])
+            row_source = np.zeros(batch, np.int32)
+            row_source[:num_prompts] = split.sources
+            prompt_len = prefix_len + suffix_len
+            self.last_prefill_tokens = prefix_rows * prefix_len + batch * suffix_len
+            state = self.prefix_prefill_program(
+                self.graphdef, params, jnp.asarray(prefix_tokens), jnp.asarray(prefix_positions),
+                jnp.asarray(prefix_mask), self._put_rows(row_source), self._put_rows(tokens),
+                self._put_rows(positions), self._put_rows(mask), self._put_rows(row_active), key,
+                temperature, top_p, num_samples=samples, max_new_tokens=max_new,
+                cache_slots=self.attention_window(prompt_len, 1, max_new), **static,
+            )
         stop_rows: dict[int, tuple[int, str]] = {}  # row -> (truncated length, text)
         checked: set[int] = set()
         step, next_check = 1, 1 + sampling.stop_check_interval

@@ -1,0 +1,221 @@
+"""Prefill that continues shared prompt prefixes: each group's common prefix is run once.
+
+Prompts that share a long token prefix (the judge prompts of one answer: system text,
+conversation and answer, then a different criterion) are given a group id. Per group the longest
+common token prefix (leaving every prompt at least one token of its own) is run ONCE through the
+model into a KV cache; each prompt's cache rows are copies of its group's row, and only the
+prompt's remaining tokens (its suffix) are run through the model, continuing that cache. The
+decode loop (`rar_jax.models.decoding.decode`) then runs as after a plain prefill.
+
+Cache layout of a row (P = bucketed prefix length, T = bucketed suffix length)::
+
+    slots 0 .. P-1       the group's prefix, LEFT-padded to P (padding slots: key_mask False)
+    slots P .. P+T-1     the prompt's suffix, LEFT-padded to T (padding slots: key_mask False)
+    slots P+T ..         generated tokens, every row at the same slot (``end_index`` a scalar)
+
+Positions are exact: the prefix counts from 0 at its first real token and the suffix from the
+prefix's length, so every real token has the position it has in the whole prompt, and padding
+slots are never attended to (their key_mask is False). Every row writes its t-th generated token
+at slot ``P + T + t - 1``, as in a plain prefill of length P + T, so the sampler's windowing and
+the decode program are unchanged. A row computes what the whole prompt alone computes, up to
+float rounding (the attention sums run over a different slot layout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rar_jax.models.decoder import Decoder
+from rar_jax.models.decoding import DecodeState, ProgramShardings, constrain
+from rar_jax.models.sampling import sample_next_tokens
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of the sequences (0 for none or an empty input)."""
+    if not sequences:
+        return 0
+    first = sequences[0]
+    length = min(len(sequence) for sequence in sequences)
+    for sequence in sequences[1:]:
+        index = 0
+        while index < length and sequence[index] == first[index]:
+            index += 1
+        length = index
+    return length
+
+
+class PrefixSplit(NamedTuple):
+    """Prompts split into their groups' shared prefixes and their own suffixes.
+
+    Attributes:
+        prefixes: per group (in order of first appearance), its shared prefix (non-empty).
+        sources: per prompt, the index of its group's prefix.
+        suffixes: per prompt, its tokens after the prefix (non-empty).
+    """
+
+    prefixes: list[list[int]]
+    sources: list[int]
+    suffixes: list[list[int]]
+
+
+def split_shared_prefixes(
+    prompts: Sequence[Sequence[int]], groups: Sequence[Hashable]
+) -> PrefixSplit:
+    """Per group the longest common token prefix of its prompts, leaving each >= 1 token.
+
+    Args:
+        prompts: token id lists.
+        groups: one group id per prompt.
+
+    Raises:
+        ValueError when the lengths differ, or a group's prompts share no token (a prefix must
+        hold at least one token).
+    """
+    if len(groups) != len(prompts):
+        raise ValueError(f"prefix groups: {len(groups)} group ids for {len(prompts)} prompts")
+    members: dict[Hashable, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    prefixes: list[list[int]] = []
+    sources = [0] * len(prompts)
+    suffixes: list[list[int]] = [[] for _ in prompts]
+    for number, (group, indices) in enumerate(members.items()):
+        rows = [list(prompts[i]) for i in indices]
+        length = min(shared_prefix_length(rows), min(len(r) for r in rows) - 1)
+        if length < 1:
+            raise ValueError(
+                f"prefix group {group!r} (prompts {indices}): the prompts share no token prefix "
+                "that leaves each at least one token of its own"
+            )
+        prefixes.append(rows[0][:length])
+        for index, row in zip(indices, rows):
+            sources[index] = number
+            suffixes[index] = row[length:]
+    return PrefixSplit(prefixes, sources, suffixes)
+
+
+def prefill_continuing_prefixes(
+    graphdef: Any,
+    params: Any,
+    prefix_tokens: jax.Array,
+    prefix_positions: jax.Array,
+    prefix_mask: jax.Array,
+    row_source: jax.Array,
+    tokens: jax.Array,
+    positions: jax.Array,
+    mask: jax.Array,
+    row_active: jax.Array,
+    key: jax.Array,
+    temperature: jax.Array,
+    top_p: jax.Array,
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    cache_slots: int,
+    top_k: int,
+    use_top_p: bool,
+    greedy: bool,
+    stop_ids: tuple[int, ...],
+    pad_id: int,
+    shardings: ProgramShardings | None,
+) -> DecodeState:
+    """Prefixes forward once, their cache rows copied per prompt, suffixes forward continuing
+    them, cache rows repeated per sample, first token sampled (see the module docstring).
+
+    Args:
+        graphdef, params: the `nnx.split` model.
+        prefix_tokens, prefix_positions: int32[g, P] left-padded group prefixes (positions from
+            0); prefix_mask: bool[g, P] real tokens.
+        row_source: int32[p] the prefix row each prompt continues.
+        tokens, positions: int32[p, T] left-padded suffixes, positions starting at the prefix's
+            length; mask: bool[p, T] real tokens.
+        row_active .. shardings: as in `rar_jax.models.decoding.prefill` (``cache_slots`` >=
+            P + T).
+
+    Returns:
+        The DecodeState after one generated token per row, its cache's ``end_index == P + T``.
+    """
+    model: Decoder = nnx.merge(graphdef, params)
+    prompts, suffix_len = tokens.shape
+    prefix_len = prefix_tokens.shape[1]
+    if cache_slots < prefix_len + suffix_len:
+        raise ValueError(f"cache_slots = {cache_slots} < {prefix_len} + {suffix_len} prompt slots")
+    _, prefix_cache = model.prefill(prefix_tokens, prefix_positions, attention_mask=prefix_mask)
+    cache = prefix_cache.take_rows(row_source).grown(cache_slots)
+    hidden, cache = model(tokens, positions, attention_mask=mask, cache=cache, return_hidden=True)
+    last_logits = model.logits(hidden[:, -1])
+    next_positions = positions[:, -1] + 1
+    if num_samples > 1:
+        cache = cache.take_rows(jnp.repeat(jnp.arange(prompts), num_samples))
+        last_logits = jnp.repeat(last_logits, num_samples, axis=0)
+        next_positions = jnp.repeat(next_positions, num_samples)
+    return first_token_state(
+        constrain(cache, shardings and shardings.cache), last_logits, next_positions, row_active,
+        key, temperature, top_p, max_new_tokens=max_new_tokens, top_k=top_k,
+        use_top_p=use_top_p, greedy=greedy, stop_ids=stop_ids, pad_id=pad_id,
+        shardings=shardings,
+    )
+
+
+def first_token_state(
+    cache: Any,
+    last_logits: jax.Array,
+    next_positions: jax.Array,
+    row_active: jax.Array,
+    key: jax.Array,
+    temperature: jax.Array,
+    top_p: jax.Array,
+    *,
+    max_new_tokens: int,
+    stop_ids: tuple[int, ...],
+    pad_id: int,
+    shardings: ProgramShardings | None,
+    **rules: Any,
+) -> DecodeState:
+    """The decode loop's state after the first token of n rows is sampled from their prompt.
+
+    Args:
+        cache: KVCache of the n rows' prompts.
+        last_logits: f32[n, vocab] logits after each row's last prompt token.
+        next_positions: int32[n] RoPE position of each row's first generated token.
+        row_active: bool[n]; False for filler rows (they start finished).
+        key .. shardings: as in `prefill_continuing_prefixes`.
+        rules: top_k, use_top_p, greedy (see `sample_next_tokens`).
+    """
+    rows = last_logits.shape[0]
+    first, first_logprob = sample_next_tokens(
+        last_logits, jax.random.fold_in(key, 0), temperature, top_p, **rules)
+    done = ~row_active
+    first = jnp.where(done, pad_id, first)
+    first_logprob = jnp.where(done, 0.0, first_logprob)
+    lengths = jnp.where(done, 0, 1).astype(jnp.int32)
+    done = done | jnp.isin(first, jnp.asarray(stop_ids, jnp.int32))
+    out_tokens = jnp.full((rows, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
+    out_logprobs = jnp.zeros((rows, max_new_tokens), jnp.float32).at[:, 0].set(first_logprob)
+    row_sharding = shardings and shardings.rows
+    row2d_sharding = shardings and shardings.rows2d
+    return DecodeState(
+        cache=cache,
+        last_tokens=constrain(first, row_sharding),
+        next_positions=constrain(next_positions.astype(jnp.int32), row_sharding),
+        tokens=constrain(out_tokens, row2d_sharding),
+        logprobs=constrain(out_logprobs, row2d_sharding),
+        done=constrain(done, row_sharding),
+        lengths=constrain(lengths, row_sharding),
+        step=jnp.asarray(1, jnp.int32),
+        key=key,
+    )
+
+
+__all__ = [
+    "PrefixSplit",
+    "first_token_state",
+    "prefill_continuing_prefixes",
+    "shared_prefix_length",
+    "split_shared_prefixes",
+]
