@@ -7,7 +7,8 @@ routes, the request fields and what happens to a client that hangs up are descri
 :mod:`rar_jax.serving.server`.
 
 Concurrent requests that arrive within ``--batch_window_ms`` are generated in one batch of at
-most ``--max_batch_rows`` rows (``--batch_window_ms=0 --max_batch_rows=1``: one at a time).
+most ``--max_batch_rows`` rows (``--batch_window_ms=0 --max_batch_rows=1``: one at a time); the
+token prefix that a batch's prompts share is prefilled once (``--noprefix_reuse``: not).
 
     rar-serve-judge --model=smollm2 --host=0.0.0.0 --port=8000 --max_new_tokens_cap=1024
 """
@@ -49,6 +50,12 @@ _MAX_BATCH_ROWS = flags.DEFINE_integer(
     "max_batch_rows", 32, "Most rows (sum of the requests' n) generated in one batch.",
 )
 
+_PREFIX_REUSE = flags.DEFINE_boolean(
+    "prefix_reuse", True,
+    "Prefill the token prefix that a batch's prompts share (at least 32 tokens, e.g. one "
+    "answer's judge prompts) once; --noprefix_reuse prefills every prompt whole.",
+)
+
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
@@ -72,6 +79,7 @@ def main(argv: Sequence[str]) -> None:
         cancel_check_tokens=_CANCEL_CHECK_TOKENS.value,
         batch_window_s=_BATCH_WINDOW_MS.value / 1000,
         max_batch_rows=_MAX_BATCH_ROWS.value,
+        prefix_reuse=_PREFIX_REUSE.value,
     )
     server = make_server(engine, _HOST.value, _PORT.value)
     host, port = server.server_address[:2]

@@ -178,8 +178,6 @@ class Sampler:
         if mesh is not None:
             self.data_parallel_size = int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
         self._traces = {"prefill": 0, "prefix_prefill": 0, "decode": 0}
-        # Token slots (padding included) the last call's prefill ran through the model.
-        self.last_prefill_tokens = 0
         static = ("graphdef", "top_k", "use_top_p", "greedy", "stop_ids", "pad_id", "shardings")
         self.prefill_program = jax.jit(
             self._counted("prefill", decoding.prefill),
@@ -262,6 +260,21 @@ class Sampler:
             return cache_len
         return min(cache_len, -(-(prompt_len + step) // multiple) * multiple)
 
+    def prefill_slots(
+        self, prompts: Sequence[Sequence[int]], prefix_groups: Sequence[Hashable] | None = None
+    ) -> int:
+        """Token slots, padding included, that ``generate(prompts, prefix_groups=...)`` runs
+        through the model before decoding (its prefill cost): rows x padded length of the whole
+        prompts, or of the group prefixes plus the prompts' suffixes."""
+        batch = bucket_size(len(prompts), self.batch_buckets, self.data_parallel_size)
+        if prefix_groups is None:
+            return batch * bucket_size(max(map(len, prompts)), self.prompt_buckets)
+        split = split_shared_prefixes(prompts, prefix_groups)
+        prefix_rows = bucket_size(len(split.prefixes), self.batch_buckets)
+        prefix_len = bucket_size(max(map(len, split.prefixes)), self.prompt_buckets)
+        suffix_len = bucket_size(max(map(len, split.suffixes)), self.prompt_buckets)
+        return prefix_rows * prefix_len + batch * suffix_len
+
     # ---------------------------------------------------------------- generation
     def generate(
         self,
@@ -319,7 +332,6 @@ class Sampler:
         if prefix_groups is None:
             prompt_len = bucket_size(max(len(p) for p in prompts), self.prompt_buckets)
             tokens, positions, mask = left_pad(prompts, prompt_len, batch, self.pad_id)
-            self.last_prefill_tokens = batch * prompt_len
             state = self.prefill_program(
                 self.graphdef, params, self._put_rows(tokens), self._put_rows(positions),
                 self._put_rows(mask), self._put_rows(row_active), key, temperature, top_p,
@@ -339,7 +351,6 @@ class Sampler:
             row_source = np.zeros(batch, np.int32)
             row_source[:num_prompts] = split.sources
             prompt_len = prefix_len + suffix_len
-            self.last_prefill_tokens = prefix_rows * prefix_len + batch * suffix_len
             state = self.prefix_prefill_program(
                 self.graphdef, params, jnp.asarray(prefix_tokens), jnp.asarray(prefix_positions),
                 jnp.asarray(prefix_mask), self._put_rows(row_source), self._put_rows(tokens),

@@ -5,7 +5,8 @@ worker thread owns the :class:`~rar_jax.models.sampler.Sampler`: it takes the ol
 request, waits until ``batch_window_s`` after that request's arrival for more (or until
 ``max_batch_rows`` rows of any kind are queued), picks the queued requests that can share its
 sampler call (:func:`batch_key`, :func:`select_batch`) and generates them in ONE call, then
-answers each with its own choices, usage and log-probs. Requests queued while a batch runs have
+answers each with its own choices, usage and log-probs; prompts of a batch that share a long
+token prefix are grouped (:func:`prefix_groups`) and each group's prefix is prefilled once. Requests queued while a batch runs have
 waited longer than the window, so the next batch starts as soon as the worker is free. The
 batching decisions are listed in :mod:`rar_jax.serving.server`.
 """
@@ -27,6 +28,7 @@ from flax import nnx
 
 from rar_jax.models.batching import bucket_size
 from rar_jax.models.decoder import Decoder
+from rar_jax.models.prefix_decoding import shared_prefix_length
 from rar_jax.models.sampler import (
     DEFAULT_PROMPT_BUCKETS,
     FINISH_LENGTH,
@@ -93,6 +95,56 @@ def select_batch(keys: Sequence[Hashable | None], rows: Sequence[int], max_rows:
             chosen.append(index)
             total += rows[index]
     return chosen
+
+
+MIN_PREFIX_TOKENS = 32
+
+
+def prefix_groups(prompts: Sequence[Sequence[int]], min_prefix_tokens: int) -> list[int]:
+    """Groups of prompts that share a token prefix, chosen to skip the most prefill tokens.
+
+    A group of k prompts whose longest common prefix (leaving each prompt a token) has p tokens
+    saves ``(k - 1) * p`` tokens when the prefix is prefilled once. Prompts sorted in lexicographic
+    order put every set sharing a prefix next to each other, so the best grouping is a partition
+    of the sorted prompts into consecutive runs; dynamic programming over the run ends finds the
+    one with the largest saving (O(n^2), n <= a batch). A run of two or more prompts must share at
+    least ``min_prefix_tokens`` tokens; the others are groups of one.
+
+    E.g. 8 judge prompts, 2 answers x 4 criteria, with a 100-token system text in common and
+    400-token answers: two groups of 4 save 2 * 3 * 400 tokens, one group of 8 only 7 * 100.
+
+    Args:
+        prompts: token id lists (non-empty).
+        min_prefix_tokens: the least prefix worth sharing (>= 1).
+
+    Returns:
+        A group id per prompt (0, 1, ... in order of first appearance).
+    """
+    count = len(prompts)
+    order = sorted(range(count), key=lambda i: list(prompts[i]))
+    adjacent = [shared_prefix_length([prompts[a], prompts[b]]) for a, b in zip(order, order[1:])]
+    best = [0] * (count + 1)  # best[j]: the largest saving over the first j sorted prompts
+    start = list(range(-1, count))  # start[j]: where the last run of that grouping begins
+    for end in range(1, count + 1):
+        best[end], start[end] = best[end - 1], end - 1
+        shared = shortest = len(prompts[order[end - 1]])
+        for first in range(end - 2, -1, -1):  # the run order[first:end]
+            shared = min(shared, adjacent[first])
+            shortest = min(shortest, len(prompts[order[first]]))
+            prefix = min(shared, shortest - 1)
+            if prefix < min_prefix_tokens:
+                break  # a longer run shares no more
+            saving = best[first] + (end - first - 1) * prefix
+            if saving > best[end]:
+                best[end], start[end] = saving, first
+    run_of = [0] * count
+    end = count
+    while end > 0:
+        for position in range(start[end], end):
+            run_of[order[position]] = start[end]
+        end = start[end]
+    numbers: dict[int, int] = {}
+    return [numbers.setdefault(run, len(numbers)) for run in run_of]
 
 
 def _completion_logprobs(
@@ -170,9 +222,12 @@ class ChatCompletionEngine:
             more requests to batch with it (0: no wait; what queued meanwhile is still batched).
         max_batch_rows: most rows (sum of ``n``) of one sampler call; 1 with a window of 0
             serves one request at a time.
+        prefix_reuse: prefill the prefix that a batch's prompts share once (:func:`prefix_groups`,
+            ``Sampler.generate(prefix_groups=...)``) when that runs fewer padded prefill tokens.
+        min_prefix_tokens: the least shared prefix worth a group (default `MIN_PREFIX_TOKENS`).
 
-    ``batch_window_s`` and ``max_batch_rows`` are read before each batch, so they may be changed
-    while serving (the benchmark switches them).
+    ``batch_window_s``, ``max_batch_rows`` and ``prefix_reuse`` are read before each batch, so
+    they may be changed while serving (the benchmark switches them).
     """
 
     def __init__(
@@ -186,6 +241,8 @@ class ChatCompletionEngine:
         cancel_check_tokens: int = 16,
         batch_window_s: float = 0.01,
         max_batch_rows: int = 32,
+        prefix_reuse: bool = True,
+        min_prefix_tokens: int = MIN_PREFIX_TOKENS,
     ):
         if max_new_tokens_cap < 1:
             raise ValueError(f"max_new_tokens_cap: expected >= 1, got {max_new_tokens_cap}")
@@ -193,6 +250,8 @@ class ChatCompletionEngine:
             raise ValueError(f"batch_window_s: expected >= 0, got {batch_window_s}")
         if max_batch_rows < 1:
             raise ValueError(f"max_batch_rows: expected >= 1, got {max_batch_rows}")
+        if min_prefix_tokens < 1:
+            raise ValueError(f"min_prefix_tokens: expected >= 1, got {min_prefix_tokens}")
         if tokenizer.chat_template is None:
             raise ValueError(f"{tokenizer.source}: the model has no chat template to serve chat")
         self.model = model
@@ -206,6 +265,8 @@ class ChatCompletionEngine:
         self.cancel_check_tokens = int(cancel_check_tokens)
         self.batch_window_s = float(batch_window_s)
         self.max_batch_rows = int(max_batch_rows)
+        self.prefix_reuse = bool(prefix_reuse)
+        self.min_prefix_tokens = int(min_prefix_tokens)
         self._lock = threading.Lock()  # Held while a batch generates.
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queue_changed = threading.Condition()
@@ -213,6 +274,7 @@ class ChatCompletionEngine:
         self._closed = False
         self._batches = 0
         self.batch_sizes: list[int] = []  # Requests per sampler call, in order (for tests, logs).
+        self.batch_prefixes: list[int] = []  # Shared prefixes per sampler call (0: no reuse).
         self.skipped_requests = 0  # Requests dropped because their client hung up while waiting.
         self.cancelled_requests = 0  # Requests whose generation stopped because all clients left.
 
@@ -369,13 +431,28 @@ class ChatCompletionEngine:
         else:
             key = jax.random.fold_in(self._base_key, self._batches)
         self.batch_sizes.append(len(requests))
-        logger.info("generating %d requests (%d rows) in one batch", len(requests),
-                    len(requests) * first.n)
-        output = self.sampler.generate(list(prompts), sampling, key, cancelled=cancelled)
+        groups = self._prefix_plan(prompts)
+        self.batch_prefixes.append(0 if groups is None else len(set(groups)))
+        logger.info("generating %d requests (%d rows) in one batch, %d shared prefixes",
+                    len(requests), len(requests) * first.n, self.batch_prefixes[-1])
+        output = self.sampler.generate(list(prompts), sampling, key, cancelled=cancelled,
+                                       prefix_groups=groups)
         return [
             self._completion(request, prompt, output, index * first.n)
             for index, (request, prompt) in enumerate(zip(requests, prompts, strict=True))
         ]
+
+    def _prefix_plan(self, prompts: Sequence[list[int]]) -> list[int] | None:
+        """The batch's :func:`prefix_groups` when reuse is on and it prefills fewer padded token
+        slots than the whole prompts (``Sampler.prefill_slots``); else None."""
+        if not self.prefix_reuse or len(prompts) < 2 or min(map(len, prompts)) < 2:
+            return None
+        groups = prefix_groups(prompts, self.min_prefix_tokens)
+        if len(set(groups)) == len(prompts):
+            return None
+        if self.sampler.prefill_slots(prompts, groups) >= self.sampler.prefill_slots(prompts):
+            return None
+        return groups
 
     # ------------------------------------------------------------------ replies
     def _answer_ids(self, ids: Sequence[int]) -> list[int]:

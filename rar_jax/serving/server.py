@@ -46,11 +46,29 @@ Decisions:
   tokens could still be decided differently by a different batch shape).
 - ``batch_window_s = 0`` and ``max_batch_rows = 1`` serve one request at a time, the behaviour
   before batching (the benchmark's "before").
-- No prefix reuse across requests yet: the in-process judge prefills the shared prefix of one
-  answer's criterion prompts once (:mod:`rar_jax.judges.jax_backend`), but its scoring path
-  reads verdict probabilities without decoding; the server generates, and the sampler's prefill
-  starts from an empty cache. Reusing a prefix there needs a prefill that continues a cache in
-  the sampler (``rar_jax.models``), left for its refactor.
+
+**Prefix reuse** (``--prefix_reuse``, default on). Judge requests that a trainer sends together
+share long token prefixes: the criterion prompts of one answer share the chat template, system
+text, conversation and answer, and differ only in the criterion at the end. The worker groups a
+batch's prompts by longest common token prefix (:func:`rar_jax.serving.engine.prefix_groups`),
+and ``Sampler.generate(prefix_groups=...)`` prefills each group's prefix ONCE, copies its cache
+rows to the group's prompts and runs only each prompt's own tokens through the model, continuing
+that cache (:mod:`rar_jax.models.prefix_decoding`), then decodes as usual. Decisions:
+
+- Grouping maximises the prefill tokens saved, ``sum over groups of (members - 1) x prefix``:
+  sorted prompts put every set with a common prefix side by side, so the best grouping is a
+  partition of the sorted prompts into runs, found by dynamic programming. This prefers one
+  group per answer (long prefixes) to one group of everything sharing only the system text.
+- A group needs a shared prefix of at least ``MIN_PREFIX_TOKENS`` = 32 tokens, the sampler's
+  smallest length bucket: a shorter one (e.g. the chat template's header that every prompt
+  has) saves less than one bucket of padding per row. Other prompts are groups of one (their
+  prefix is the prompt but its last token).
+- The batch reuses prefixes only when that runs fewer padded prefill token slots
+  (``Sampler.prefill_slots``: group rows x padded prefix + prompt rows x padded suffix, against
+  prompt rows x padded prompt); else it prefills the whole prompts. Buckets are the sampler's.
+- Greedy replies equal the whole-prompt path token for token (tested on tiny and on SmolLM2
+  judge prompts; the attention sums run over a different slot layout, so a near tie of the two
+  most likely tokens could in principle be decided differently).
 
 **Client departures.** A request whose client hung up (e.g. its timeout ran out) is not
 generated for: it is dropped when its batch starts, and a batch whose clients have ALL left stops

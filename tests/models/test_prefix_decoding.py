@@ -55,7 +55,8 @@ def test_prefix_reuse_equals_whole_prompts_on_the_tiny_model(tiny):
     np.testing.assert_allclose(reused.logprobs, whole.logprobs, atol=1e-5)
     assert sampler.compile_counts()["prefix_prefill"] == 1
     # 2 prefix rows of 64 slots, 8 prompt rows of 32 slots, against 8 rows of 64.
-    assert sampler.last_prefill_tokens == 2 * 64 + 8 * 32
+    assert sampler.prefill_slots(prompts, groups) == 2 * 64 + 8 * 32
+    assert sampler.prefill_slots(prompts) == 8 * 64
 
 
 @pytest.mark.slow
@@ -81,10 +82,9 @@ def test_prefix_reuse_equals_whole_prompts_on_judge_prompts_with_smollm2(
     sampler = Sampler(smollm2_model, smollm2_tokenizer)
     sampling = SamplingParams(max_new_tokens=16, greedy=True)
     whole = sampler.generate(batch, sampling, jax.random.key(0))
-    whole_tokens = sampler.last_prefill_tokens
-    reused = sampler.generate(batch, sampling, jax.random.key(0),
-                              prefix_groups=[groups[i] for i in chosen])
-    assert sampler.last_prefill_tokens < whole_tokens  # each answer ran once
+    reuse_groups = [groups[i] for i in chosen]
+    reused = sampler.generate(batch, sampling, jax.random.key(0), prefix_groups=reuse_groups)
+    assert sampler.prefill_slots(batch, reuse_groups) < sampler.prefill_slots(batch)
     np.testing.assert_array_equal(reused.tokens, whole.tokens)
     assert reused.texts == whole.texts
     np.testing.assert_allclose(reused.logprobs, whole.logprobs, atol=1e-4)

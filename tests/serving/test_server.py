@@ -30,6 +30,7 @@ from rar_jax.models.loading import load_model_and_tokenizer
 from rar_jax.models.batching import bucket_size
 from rar_jax.models.sampler import DEFAULT_PROMPT_BUCKETS, Sampler, SamplingParams
 from rar_jax.serving import server as judge_server
+from rar_jax.serving.engine import prefix_groups
 from tiny_checkpoint import write_tiny_checkpoint
 
 CAP = 16
@@ -344,6 +345,48 @@ def test_concurrent_greedy_requests_share_one_batch_and_equal_replies_served_alo
                 [float(v) for v in alone.logprobs[0, :shown]], abs=1e-4)
         else:
             assert choice["logprobs"] is None
+
+
+def test_prefix_groups_by_hand():
+    system = list(range(100, 140))  # 40 tokens every prompt shares
+    answer_a, answer_b = list(range(1, 61)), list(range(200, 260))  # 60 tokens each
+    prompts = [system + answer_a + [7], system + answer_b + [7], system + answer_a + [8, 9],
+               system + answer_b + [8], system + answer_a + [5], [3, 3, 3]]
+    # Per answer: 2 x 100 and 1 x 100 tokens saved, more than one group of 5 (4 x 40).
+    assert prefix_groups(prompts, 32) == [0, 1, 0, 1, 0, 2]
+    # Sharing only 40 tokens: with a minimum of 41 nothing else qualifies.
+    assert prefix_groups([system + [1], system + [2]], 41) == [0, 1]
+    assert prefix_groups([system + [1], system + [2]], 40) == [0, 0]
+    # A prompt that is the whole prefix of another keeps one token of its own: 39 shared.
+    assert prefix_groups([system, system + [5]], 40) == [0, 1]
+    assert prefix_groups([system, system + [5]], 39) == [0, 0]
+
+
+@pytest.mark.slow  # 15 s at load 3: three programs compile (tests/models/test_prefix_decoding.py
+# checks the prefix path's equality fast).
+def test_concurrent_requests_sharing_a_prefix_prefill_it_once_and_equal_replies_served_alone(tiny):
+    model, tokenizer = tiny
+    answers = ["Rest, drink water and see a doctor soon.", "Take two tablets every six hours."]
+    criteria = ["Cites a doctor?", "Short?"]
+    conversations = [[{"role": "user", "content": f"{answer}\nCriterion: {criterion}"}]
+                     for criterion in criteria for answer in answers]
+    ids = [tokenizer.encode_chat(c) for c in conversations]
+    assert max(map(len, ids)) + 8 <= model.config.max_position_embeddings
+    assert len({bucket_size(len(i), DEFAULT_PROMPT_BUCKETS) for i in ids}) == 1
+    engine = judge_server.ChatCompletionEngine(
+        model, tokenizer, model_name="tiny-judge", max_new_tokens_cap=CAP,
+        batch_window_s=60.0, max_batch_rows=len(conversations))
+    with serving(engine) as url, concurrent.futures.ThreadPoolExecutor(len(ids)) as pool:
+        replies = list(pool.map(lambda messages: httpx.post(
+            f"{url}/chat/completions", timeout=120,
+            json={"messages": messages, "max_tokens": 8, "temperature": 0}).json(),
+            conversations))
+    engine.close()
+    # One call; the two answers' prompts form two groups (their prefixes: template and answer).
+    assert engine.batch_sizes == [4] and engine.batch_prefixes == [2]
+    sampler = Sampler(model, tokenizer)
+    alone = sampler.generate(ids, SamplingParams(max_new_tokens=8, greedy=True), jax.random.key(0))
+    assert [r["choices"][0]["message"]["content"] for r in replies] == alone.texts
 
 
 def test_requests_of_different_kinds_are_generated_in_separate_calls(tiny, monkeypatch):
