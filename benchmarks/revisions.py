@@ -1,9 +1,10 @@
 """Two source trees side by side: the working tree (or a revision) and a baseline revision.
 
 Shared by the benchmarks that time this tree's programs against an earlier revision's in one run
-(`benchmarks/grpo_update.py`, `benchmarks/decode_revisions.py`). Each tree runs in its own worker
-process (the benchmark script itself with ``--worker``, its ``rar_jax`` imported from that tree);
-the parent alternates calls between the workers, so a noisy machine affects both alike.
+(`benchmarks/grpo_update.py`, `benchmarks/decode_revisions.py`, `benchmarks/roofline.py
+--baseline`). Each tree runs in its own worker process (a script of this tree with ``--worker``,
+its ``rar_jax`` imported from that tree); the parent alternates calls between the workers, so a
+noisy machine affects both alike.
 
 Protocol: a worker prints JSON lines (anything else on stdout is ignored); it prints one when it
 is ready, then answers each request line with one, and stops at an empty line.
@@ -57,13 +58,21 @@ class Worker:
                 return json.loads(line)
         raise SystemExit(f"worker exited with {self.process.wait()} (see its stderr above)")
 
-    def call(self, request: str = "run") -> dict:
-        """Send one request line; its JSON answer."""
+    def send(self, request: str = "run") -> None:
+        """Send one request line without waiting (read its answer with `reply`), so that several
+        workers can work on their requests at once."""
         self.process.stdin.write(request + "\n")
         self.process.stdin.flush()
+
+    def call(self, request: str = "run") -> dict:
+        """Send one request line; its JSON answer."""
+        self.send(request)
         return self.reply()
 
     def close(self) -> None:
+        """Stop the worker (nothing to do if it has exited already)."""
+        if self.process.poll() is not None:
+            return
         self.process.stdin.write("\n")
         self.process.stdin.flush()
         self.process.wait(timeout=60)

@@ -38,7 +38,21 @@ fraction of its bound: the bandwidth bound for decode at batch 1 and
 (the model runs in f32); each line names the bound it used, and decode lines give both fractions.
 The last line printed is one JSON object with every figure and fraction.
 
+With ``--baseline REV`` every program is measured twice, on this working tree ("after") and on the
+files of git revision REV ("before", e.g. 1c14401, the commit that introduced this script), each
+tree in its own worker process (`benchmarks/roofline_worker.py` through `benchmarks/revisions.py`)
+that builds the programs with that tree's own roofline.py functions, so each tree is called
+through its own sampler, cache, judge and train-step API. The parent measures the bounds (before
+and after the programs, as above), sends each program to both workers at once (their compiling
+calls overlap), then alternates the timed calls between them call by call. Both sides' rates use
+this tree's counts of the work (the same ``rar_jax.models.flops`` formulas and bytes on the same
+shapes), so the ratio of their fractions is the ratio of their speeds. Each program reports
+before, after, after/before (the speed-up) and both sides' fractions of its bound; decode reports
+whether both trees' greedy tokens are equal (or the first position where they differ), the judge
+the largest difference of P(true) between the trees. The JSON's ``"programs"`` holds it all.
+
     .venv/bin/python benchmarks/roofline.py --small      # a few minutes on 2 CPU cores
+    .venv/bin/python benchmarks/roofline.py --small --baseline 1c14401   # before/after
     .venv/bin/python benchmarks/roofline.py              # fuller: more sizes and repeats
     .venv/bin/python benchmarks/roofline.py --decode_batches 1,32 --judge_dataset kqa
 
@@ -57,6 +71,7 @@ import os
 import pathlib
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,9 +85,13 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.judge import DEFAULT_PATHS, count_flops  # noqa: E402
-from benchmarks.sampler import NO_EOS_ID, QUESTIONS  # noqa: E402
+from benchmarks.revisions import Worker, source_trees  # noqa: E402
+from benchmarks.roofline_worker import chat_prompt_ids, judge_inputs  # noqa: E402
+# QUESTIONS and the judge_quality names are read as this module's attributes (chat_prompt_ids,
+# judge_inputs), as every tree's roofline.py has them.
+from benchmarks.sampler import NO_EOS_ID, QUESTIONS  # noqa: E402,F401
 from rar_jax.models import flops as flops_lib  # noqa: E402
-from rar_jax.eval.judge_quality import healthbench_pairs, judge_prompts, kqa_pairs  # noqa: E402
+from rar_jax.eval.judge_quality import healthbench_pairs, judge_prompts, kqa_pairs  # noqa: E402,F401
 from rar_jax.judges.jax_backend import JaxJudge  # noqa: E402
 from rar_jax.models.batching import left_pad  # noqa: E402
 from rar_jax.models.loading import load_from_config  # noqa: E402
@@ -80,6 +99,7 @@ from rar_jax.models.sampler import Sampler, SamplingParams  # noqa: E402
 from rar_jax.rl import train_step  # noqa: E402
 
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.py"
+WORKER = REPO_ROOT / "benchmarks" / "roofline_worker.py"
 BANDWIDTH_BOUND_BATCHES = (1, 8)  # Decode batches measured against the memory bound.
 
 
@@ -180,20 +200,32 @@ def decode_figures(sampler: Sampler, prompts: list[list[int]], batch: int, promp
     steps = int(check.step) - 1
     if steps != stop_step - 1 or not bool(jnp.all(check.lengths == stop_step)):
         raise RuntimeError(f"decode batch {batch}: ran {steps} steps, expected {stop_step - 1}")
-    config = sampler.config
-    weight_bytes = config.num_parameters() * jnp.dtype(config.dtype).itemsize
-    cache_bytes = sum(a.nbytes for a in (*state.cache.keys, *state.cache.values))
-    flops_per_step = flops_lib.decode_flops(config, batch, window)
+    counts = decode_counts(sampler.config, state.cache, batch, window)
     best = min(seconds)
-    steps_per_s = steps / best
-    return {
-        "rows": batch, "prompt_length": prompt_len, "cache_slots": window, "decode_steps": steps,
-        "first_call_s": first, "best_s": best, "median_s": statistics.median(seconds),
-        "tokens_per_s": batch * steps_per_s,
-        "weight_bytes_per_step": weight_bytes, "cache_bytes_per_step": cache_bytes,
-        "bytes_per_s": (weight_bytes + cache_bytes) * steps_per_s,
-        "flops_per_step": flops_per_step, "flops_per_s": flops_per_step * steps_per_s,
-    }
+    return {"prompt_length": prompt_len, "decode_steps": steps, "first_call_s": first,
+            "best_s": best, "median_s": statistics.median(seconds), **counts,
+            **decode_rates(counts, steps, best)}
+
+
+def decode_counts(config: Any, cache: Any, batch: int, window: int) -> dict[str, Any]:
+    """The work of one decode step of ``batch`` rows over ``window`` cache slots.
+
+    Bytes: the weights in the compute dtype (every step reads all of them) and ``cache``'s key and
+    value buffers as allocated (every layer reads its whole window); FLOPs: ``decode_flops``.
+    """
+    return {"rows": batch, "cache_slots": window,
+            "weight_bytes_per_step": config.num_parameters() * jnp.dtype(config.dtype).itemsize,
+            "cache_bytes_per_step": sum(a.nbytes for a in (*cache.keys, *cache.values)),
+            "flops_per_step": flops_lib.decode_flops(config, batch, window)}
+
+
+def decode_rates(counts: dict[str, Any], steps: int, seconds: float) -> dict[str, float]:
+    """tokens/s, bytes/s and FLOP/s of ``steps`` decode steps of ``counts`` (`decode_counts`)
+    in ``seconds``."""
+    steps_per_s = steps / seconds
+    step_bytes = counts["weight_bytes_per_step"] + counts["cache_bytes_per_step"]
+    return {"tokens_per_s": counts["rows"] * steps_per_s, "bytes_per_s": step_bytes * steps_per_s,
+            "flops_per_s": counts["flops_per_step"] * steps_per_s}
 
 
 # ------------------------------------------------------------------------------- judge
@@ -223,16 +255,22 @@ def judge_figures(model: Any, tokenizer: Any, prompts: list, groups: list[int], 
     out = {}
     for name, judge in judges.items():
         stats, best = judge.last_stats, min(seconds[name])
-        out[name] = {
-            "judgments": len(prompts), "real_tokens": stats.real_tokens,
-            "padded_tokens": stats.padded_tokens, "option_tokens": stats.option_tokens,
-            "forwards": stats.forwards, "first_call_s": first[name], "best_s": best,
-            "median_s": statistics.median(seconds[name]),
-            "judgments_per_s": len(prompts) / best, "tokens_per_s": stats.real_tokens / best,
-            "padded_tokens_per_s": stats.padded_tokens / best,
-            "flops": flops[name], "flops_per_s": flops[name] / best,
-        }
+        work = {"judgments": len(prompts), "real_tokens": stats.real_tokens,
+                "padded_tokens": stats.padded_tokens, "option_tokens": stats.option_tokens,
+                "forwards": stats.forwards}
+        out[name] = {**work, "first_call_s": first[name], "best_s": best,
+                     "median_s": statistics.median(seconds[name]),
+                     **judge_rates(work, flops[name], best)}
     return out
+
+
+def judge_rates(work: dict[str, Any], flops: float, seconds: float) -> dict[str, float]:
+    """Judgments/s, real and padded context tokens/s and FLOP/s of one scoring call of ``work``
+    (its ``judgments``, ``real_tokens``, ``padded_tokens``) and ``flops`` in ``seconds``."""
+    return {"judgments_per_s": work["judgments"] / seconds,
+            "tokens_per_s": work["real_tokens"] / seconds,
+            "padded_tokens_per_s": work["padded_tokens"] / seconds,
+            "flops": flops, "flops_per_s": flops / seconds}
 
 
 # ------------------------------------------------------------------------------- train step
@@ -263,11 +301,169 @@ def train_figures(config: Any, rows: int, tokens: int, repeats: int) -> dict[str
         return metrics["loss"]
 
     first, seconds = timed_runs(run, repeats)
-    remat = config.model.remat_policy != "none"
-    flops = flops_lib.train_flops(policy.config, rows, tokens - 1, remat=remat, head_time=answer)
+    counts = train_counts(config, policy.config, rows, tokens)
     best = min(seconds)
-    return {"rows": rows, "tokens": tokens, "remat": remat, "first_call_s": first, "best_s": best,
-            "median_s": statistics.median(seconds), "flops": flops, "flops_per_s": flops / best}
+    return {**counts, "first_call_s": first, "best_s": best,
+            "median_s": statistics.median(seconds), "flops_per_s": counts["flops"] / best}
+
+
+def train_counts(config: Any, model_config: Any, rows: int, tokens: int) -> dict[str, Any]:
+    """FLOPs of one update on ``rows x tokens`` (``train_flops`` over the ``tokens - 1``
+    positions the model runs, the LM head over the answer positions only)."""
+    remat = config.model.remat_policy != "none"
+    answer = min(config.rl.max_completion_length, tokens - 1)
+    return {"rows": rows, "tokens": tokens, "remat": remat, "flops": flops_lib.train_flops(
+        model_config, rows, tokens - 1, remat=remat, head_time=answer)}
+
+
+# ------------------------------------------------------------------------------- fractions
+def add_fractions(figures: dict[str, Any], bounds: dict[str, float], memory_bound: bool) -> float:
+    """Adds ``figures``' fraction of the f32 matmul bound (and of the read bandwidth where it has
+    ``bytes_per_s``), the bound it is measured against and that fraction, which it returns."""
+    figures["fraction_of_matmul"] = figures["flops_per_s"] / bounds["matmul_float32_flops_per_s"]
+    if "bytes_per_s" in figures:
+        figures["fraction_of_bandwidth"] = figures["bytes_per_s"] / bounds["read_bytes_per_s"]
+    figures["bound"] = "read_bandwidth" if memory_bound else "matmul_float32"
+    figures["fraction"] = figures[
+        "fraction_of_bandwidth" if memory_bound else "fraction_of_matmul"]
+    return figures["fraction"]
+
+
+# ------------------------------------------------------------------------------- this tree
+def measure_programs(args: argparse.Namespace, config: Any) -> dict[str, dict[str, Any]]:
+    """Every program of this tree, in this process: ``{name: figures}`` (module docstring)."""
+    rl = config.rl
+    model, tokenizer = load_from_config(config.model)
+    prompt_ids = chat_prompt_ids(sys.modules[__name__], tokenizer, rl.max_prompt_length)
+    sampler = Sampler(model, tokenizer, stop_ids=(NO_EOS_ID,),
+                      prompt_buckets=(rl.max_prompt_length,))
+    programs = {}
+    for batch in args.decode_batches:
+        programs[f"decode_{batch}"] = decode_figures(
+            sampler, prompt_ids, batch, rl.max_prompt_length, args.max_new_tokens, args.repeats)
+        print(f"decode batch {batch}: {rounded(programs[f'decode_{batch}'])}", flush=True)
+    prompts, groups = judge_inputs(sys.modules[__name__], args.judge_dataset,
+                                   str(DEFAULT_PATHS[args.judge_dataset]), args.judge_examples,
+                                   args.judge_max_prompts)
+    judge = judge_figures(model, tokenizer, prompts, groups, config.judge.batch_size,
+                          args.judge_repeats)
+    for name, figures in judge.items():
+        programs[f"judge_{name}"] = figures
+        print(f"judge {name}: {rounded(figures)}", flush=True)
+    programs["train_step"] = train_figures(config, args.train_rows, args.train_tokens,
+                                           args.repeats)
+    print(f"train step: {rounded(programs['train_step'])}", flush=True)
+    return programs
+
+
+# ------------------------------------------------------------------------------- two trees
+def time_trees(workers: dict[str, Worker], request: dict[str, Any], repeats: int
+               ) -> dict[str, dict[str, Any]]:
+    """Builds ``request``'s program in every worker at once (their compiling calls overlap), then
+    times ``repeats`` calls of it in each, alternating between the workers call by call (the
+    order reversed every other round). ``{worker: its build answer + best_s, median_s}``."""
+    for worker in workers.values():
+        worker.send(json.dumps(request))
+    sides = {name: worker.reply() for name, worker in workers.items()}
+    seconds: dict[str, list[float]] = {name: [] for name in workers}
+    names = list(workers)
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            seconds[name].append(workers[name].call()["seconds"])
+    for name, side in sides.items():
+        side.update(best_s=min(seconds[name]), median_s=statistics.median(seconds[name]))
+    return sides
+
+
+def first_difference(after: list[list[int]], before: list[list[int]]) -> dict[str, Any] | None:
+    """None if both trees' greedy tokens ``[rows, new tokens]`` are equal; else the first new-token
+    position where any row differs, that row and both tokens."""
+    a, b = np.asarray(after), np.asarray(before)
+    if a.shape != b.shape:
+        return {"shape_after": list(a.shape), "shape_before": list(b.shape)}
+    differ = np.argwhere(a != b)
+    if not len(differ):
+        return None
+    row, position = min(differ.tolist(), key=lambda rc: (rc[1], rc[0]))
+    return {"row": row, "position": position, "after": int(a[row, position]),
+            "before": int(b[row, position])}
+
+
+def compare_sides(name: str, sides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One program's ``{"before": baseline figures, "after": this tree's figures, ...}``: both
+    sides' rates from this tree's counts (the same FLOPs and bytes for both), and what they must
+    share (decode: greedy tokens; judge: verdict values)."""
+    counts, entry = sides["current"], {}
+    for label, side in (("before", sides["baseline"]), ("after", sides["current"])):
+        best = side["best_s"]
+        if name.startswith("decode"):
+            rates = decode_rates(counts, side["decode_steps"], best)
+        elif name.startswith("judge"):
+            rates = judge_rates(side, counts["flops"], best)
+        else:
+            rates = {"flops": counts["flops"], "flops_per_s": counts["flops"] / best}
+        entry[label] = {k: v for k, v in side.items() if k not in ("tokens", "values")}
+        entry[label].update(rates)
+    entry["speedup"] = sides["baseline"]["best_s"] / sides["current"]["best_s"]
+    if name.startswith("decode"):
+        entry["greedy_first_difference"] = first_difference(sides["current"]["tokens"],
+                                                            sides["baseline"]["tokens"])
+        entry["same_greedy_tokens"] = entry["greedy_first_difference"] is None
+    if name.startswith("judge"):
+        after, before = (np.asarray(sides[n]["values"]) for n in ("current", "baseline"))
+        entry["max_abs_value_difference"] = float(np.nanmax(np.abs(after - before)))
+    return entry
+
+
+def compare_programs(args: argparse.Namespace, config: Any) -> dict[str, dict[str, Any]]:
+    """Every program of this tree and of ``args.baseline``, each tree in its own worker
+    (`benchmarks/roofline_worker.py`), timed alternately: ``{name: compare_sides(...)}``."""
+    rl = config.rl
+    settings = {"prompt_length": rl.max_prompt_length, "max_new_tokens": args.max_new_tokens,
+                "judge_dataset": args.judge_dataset,
+                "judge_path": str(DEFAULT_PATHS[args.judge_dataset]),
+                "judge_examples": args.judge_examples,
+                "judge_max_prompts": args.judge_max_prompts,
+                "judge_batch_size": config.judge.batch_size, "train_rows": args.train_rows,
+                "train_tokens": args.train_tokens}
+    requests = [(f"decode_{b}", {"build": "decode", "batch": b}, args.repeats)
+                for b in args.decode_batches]
+    requests += [("judge_reuse", {"build": "judge", "reuse": True}, args.judge_repeats),
+                 ("judge_no_reuse", {"build": "judge", "reuse": False}, args.judge_repeats),
+                 ("train_step", {"build": "train"}, args.repeats)]
+    programs = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        trees = source_trees(None, args.baseline, pathlib.Path(scratch))
+        workers = {name: Worker(tree, str(WORKER),
+                                [json.dumps({**settings, "count": name == "current"})])
+                   for name, tree in trees.items()}
+        try:
+            for name, request, repeats in requests:
+                programs[name] = compare_sides(name, time_trees(workers, request, repeats))
+                print(f"{name}: {compared_line(name, programs[name])}", flush=True)
+        finally:
+            for worker in workers.values():
+                worker.close()
+    return programs
+
+
+def compared_line(name: str, entry: dict[str, Any], bound: str | None = None) -> str:
+    """Before, after and their ratio (and each side's fraction of ``bound`` once known)."""
+    rate = "tokens_per_s" if name.startswith("decode") else "flops_per_s"
+    scale, unit = (1.0, "tokens/s") if name.startswith("decode") else (1e-9, "GFLOP/s")
+    line = (f"before {entry['before'][rate] * scale:.1f}, after {entry['after'][rate] * scale:.1f}"
+            f" {unit} (best {entry['before']['best_s']:.2f} / {entry['after']['best_s']:.2f} s), "
+            f"after/before {entry['speedup']:.2f}")
+    if bound:
+        line += (f"; of the {bound} bound {entry['before']['fraction']:.1%} -> "
+                 f"{entry['after']['fraction']:.1%}")
+    if "same_greedy_tokens" in entry:
+        difference = entry["greedy_first_difference"]
+        line += ("; same greedy tokens" if difference is None
+                 else f"; greedy tokens differ first at {difference}")
+    if "max_abs_value_difference" in entry:
+        line += f"; max |P(true) after - before| {entry['max_abs_value_difference']:.2g}"
+    return line
 
 
 # ------------------------------------------------------------------------------- main
@@ -284,8 +480,12 @@ def quickstart_config() -> Any:
     return module.get_config()
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(config: Any) -> argparse.Namespace:
+    """The options; shapes left unset are the quickstart ``config``'s."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default=None,
+                        help="a git revision (e.g. 1c14401) whose programs are timed beside this "
+                        "tree's, alternating call by call (default: this tree only)")
     parser.add_argument("--small", action="store_true",
                         help="few sizes and repeats: a few minutes on 2 CPU cores")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per figure "
@@ -326,82 +526,64 @@ def parse_args() -> argparse.Namespace:
             parser.error(f"--{name} must be >= 1")
     if args.judge_max_prompts < 0:
         parser.error("--judge_max_prompts must be >= 0 (0 = all)")
+    rl = config.rl
+    args.matmul_sizes = [int(s) for s in args.matmul_sizes.split(",")]
+    args.decode_batches = [int(b) for b in args.decode_batches.split(",")]
+    args.max_new_tokens = args.max_new_tokens or rl.max_completion_length
+    args.train_rows = args.train_rows or rl.prompts_per_step * rl.num_generations
+    args.train_tokens = args.train_tokens or rl.max_prompt_length + rl.max_completion_length
     return args
 
 
 def main() -> None:
-    args = parse_args()
     config = quickstart_config()
-    rl = config.rl
-    sizes = [int(s) for s in args.matmul_sizes.split(",")]
+    args = parse_args(config)
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f}", flush=True)
-    before = machine_bounds(sizes, args.bandwidth_mib, args.repeats)
+    before = machine_bounds(args.matmul_sizes, args.bandwidth_mib, args.repeats)
     print(f"bounds before: {json.dumps(best_bounds(before, before))}", flush=True)
-
-    model, tokenizer = load_from_config(config.model)
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}]) for q in QUESTIONS]
-    prompt_ids = [tokenizer.encode(t) for t in texts]
-    prompt_len = rl.max_prompt_length
-    if max(map(len, prompt_ids)) > prompt_len:
-        raise SystemExit(f"a benchmark prompt is longer than rl.max_prompt_length={prompt_len}")
-    max_new = args.max_new_tokens or rl.max_completion_length
-    sampler = Sampler(model, tokenizer, stop_ids=(NO_EOS_ID,), prompt_buckets=(prompt_len,))
-    decode = {}
-    for batch in (int(b) for b in args.decode_batches.split(",")):
-        decode[str(batch)] = decode_figures(sampler, prompt_ids, batch, prompt_len, max_new,
-                                            args.repeats)
-        print(f"decode batch {batch}: {rounded(decode[str(batch)])}", flush=True)
-
-    path = DEFAULT_PATHS[args.judge_dataset]
-    pairs = (healthbench_pairs if args.judge_dataset == "healthbench" else kqa_pairs)(path).pairs
-    answers = set(list(dict.fromkeys(p.answer_id for p in pairs))[: args.judge_examples])
-    prompts, groups = judge_prompts([p for p in pairs if p.answer_id in answers])
-    if args.judge_max_prompts:
-        prompts, groups = prompts[: args.judge_max_prompts], groups[: args.judge_max_prompts]
-    judge = judge_figures(model, tokenizer, prompts, groups, config.judge.batch_size,
-                          args.judge_repeats)
-    for name, figures in judge.items():
-        print(f"judge {name}: {rounded(figures)}", flush=True)
-
-    train = train_figures(config, args.train_rows or rl.prompts_per_step * rl.num_generations,
-                          args.train_tokens or rl.max_prompt_length + rl.max_completion_length,
-                          args.repeats)
-    print(f"train step: {rounded(train)}", flush=True)
-
-    after = machine_bounds(sizes, args.bandwidth_mib, args.repeats)
+    if args.baseline:
+        programs = compare_programs(args, config)
+    else:
+        programs = measure_programs(args, config)
+    after = machine_bounds(args.matmul_sizes, args.bandwidth_mib, args.repeats)
     bounds = best_bounds(before, after)
-    matmul, bandwidth = bounds["matmul_float32_flops_per_s"], bounds["read_bytes_per_s"]
     fractions: dict[str, Any] = {}
-    for batch, figures in decode.items():
-        figures["fraction_of_bandwidth"] = figures["bytes_per_s"] / bandwidth
-        figures["fraction_of_matmul"] = figures["flops_per_s"] / matmul
-        memory_bound = int(batch) in BANDWIDTH_BOUND_BATCHES
-        figures["bound"] = "read_bandwidth" if memory_bound else "matmul_float32"
-        figures["fraction"] = figures[
-            "fraction_of_bandwidth" if memory_bound else "fraction_of_matmul"]
-        fractions[f"decode_{batch}"] = figures["fraction"]
-    for figures in (*judge.values(), train):
-        figures["bound"] = "matmul_float32"
-        figures["fraction"] = figures["flops_per_s"] / matmul
-    fractions.update({f"judge_{name}": figures["fraction"] for name, figures in judge.items()})
-    fractions["train_step"] = train["fraction"]
+    for name, entry in programs.items():
+        memory_bound = name.startswith("decode") and int(name.split("_")[1]) in \
+            BANDWIDTH_BOUND_BATCHES
+        if args.baseline:
+            fractions[name] = {side: add_fractions(entry[side], bounds, memory_bound)
+                               for side in ("before", "after")}
+            entry["bound"] = entry["after"]["bound"]
+        else:
+            fractions[name] = add_fractions(entry, bounds, memory_bound)
     load_after = os.getloadavg()
     print(f"bounds after: {json.dumps(best_bounds(after, after))}; load average after: "
           f"{load_after[0]:.2f}")
-    for name, fraction in fractions.items():
-        print(f"{name:>16}: {fraction:6.1%} of its bound")
+    for name, entry in programs.items():
+        if args.baseline:
+            print(f"{name:>16}: {compared_line(name, entry, entry['bound'])}")
+        else:
+            print(f"{name:>16}: {fractions[name]:6.1%} of its bound ({entry['bound']})")
     report = {
         "model": "SmolLM2-135M-Instruct (embedded, float32)", "backend": jax.default_backend(),
         "devices": str(jax.devices()), "small": args.small, "repeats": args.repeats,
-        "judge_repeats": args.judge_repeats,
+        "judge_repeats": args.judge_repeats, "baseline": args.baseline,
         "load_average": {"before": load[0], "after": load_after[0]},
         "bounds": bounds, "bounds_before": before, "bounds_after": after,
-        "decode": decode, "judge": {"dataset": args.judge_dataset, "examples": args.judge_examples,
-                                    "prompts": len(prompts),
-                                    "batch_size": config.judge.batch_size, **judge},
-        "train_step": train, "fractions": fractions,
+        "judge": {"dataset": args.judge_dataset, "examples": args.judge_examples,
+                  "max_prompts": args.judge_max_prompts, "batch_size": config.judge.batch_size},
+        "fractions": fractions,
     }
+    if args.baseline:
+        report["programs"] = programs
+    else:  # The layout of the runs before --baseline.
+        report["decode"] = {name[len("decode_"):]: figures for name, figures in programs.items()
+                            if name.startswith("decode_")}
+        report["judge"].update({name[len("judge_"):]: figures for name, figures
+                                in programs.items() if name.startswith("judge_")})
+        report["train_step"] = programs["train_step"]
     print(json.dumps(report))
 
 
