@@ -10,23 +10,31 @@ shared data and their rubric items), greedy, ``--max_tokens`` tokens (the config
 tasks sharing one client (``max_concurrency = c``), each sending its share of the round's
 requests one after the other; a round has ``max(c, --min_requests)`` requests.
 
-Two server modes, measured side by side in one run, alternating (before, after, after, before,
-... per repeat) on the same engine, whose batching settings are switched between rounds:
+Three server modes, measured side by side in one run, alternating (the order reversed every
+other repeat) on the same engine, whose settings are switched between rounds:
 
-* ``before``: one request at a time (``batch_window_s = 0``, ``max_batch_rows = 1``), the
+* ``single``: one request at a time (``batch_window_s = 0``, ``max_batch_rows = 1``), the
   server's behaviour before requests were batched;
-* ``after``: requests arriving within ``--batch_window_ms`` (and the queue that built up while a
-  batch ran) are generated together, up to ``--max_batch_rows`` rows.
+* ``batched``: requests arriving within ``--batch_window_ms`` (and the queue that built up while a
+  batch ran) are generated together, up to ``--max_batch_rows`` rows, every prompt prefilled
+  whole (``prefix_reuse = False``);
+* ``reuse``: batched, and the prefix that a batch's prompts share (one answer's criterion
+  prompts) is prefilled once (``prefix_reuse = True``, the server's default).
 
-Only prompts of at most ``--max_prompt_tokens`` tokens are used (the shortest HealthBench judge
-prompts; the median one has about 1,100 tokens), so that every batch has the same padded prompt
-length and the warm-up compiles every program before timing starts. Per mode and client count
-it reports judgments per second (requests / wall seconds of the round) and the p50 / p90 latency
-of one request; then the ratio after / before per client count. The last line printed is one
-JSON object with every figure.
+The judge prompts are sent in file order, so the criterion prompts of one answer arrive
+together, as a trainer sends them. Only prompts of at most ``--max_prompt_tokens`` tokens are
+used (the shortest HealthBench judge prompts; the median one has about 1,100 tokens), so that
+every batch has one padded prompt length. A round at c clients sends requests 0 .. max(c,
+--min_requests) - 1 (prompt ``i mod`` the number of prompts), client k the requests k, k + c,
+...; the warm-up runs, untimed, every sampler call shape that the rounds' batches of
+consecutive requests have (decode stopped after ``cancel_check_tokens`` steps), timing each,
+so that the timed rounds compile nothing (the JSON reports the compilations during each round).
+Per mode and client count it reports judgments per second (requests / wall seconds of the
+round) and the p50 / p90 latency of one request, then the ratios to ``single`` and reuse /
+batched. The last line printed is one JSON object with every figure.
 
-    .venv/bin/python benchmarks/judge_server.py                            # 1, 8, 32 clients
-    .venv/bin/python benchmarks/judge_server.py --clients 1,8 --max_tokens 16 --repeats 2
+    .venv/bin/python benchmarks/judge_server.py              # 1, 8, 32 clients, 64 tokens
+    .venv/bin/python benchmarks/judge_server.py --small      # 1 and 8 clients, 16 tokens
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import pathlib
+import re
 import sys
 import threading
 import time
@@ -56,7 +66,7 @@ from rar_jax.serving import server as judge_server  # noqa: E402
 
 SHARED_DATA = pathlib.Path(os.environ.get("RAR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 DEFAULT_DATA = SHARED_DATA / "healthbench_graded_m42" / "judge_responses_100.jsonl"
-MODES = ("before", "after")
+MODES = ("single", "batched", "reuse")
 
 
 def parse_args() -> argparse.Namespace:
@@ -70,10 +80,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max_prompt_tokens", type=int, default=512,
                         help="use only judge prompts of at most this many tokens")
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds per mode and count")
-    parser.add_argument("--batch_window_ms", type=float, default=10.0, help="'after' mode window")
-    parser.add_argument("--max_batch_rows", type=int, default=32, help="'after' mode batch rows")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: before,after")
+    parser.add_argument("--batch_window_ms", type=float, default=10.0, help="batched modes' window")
+    parser.add_argument("--max_batch_rows", type=int, default=32, help="batched modes' batch rows")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="comma-separated subset of " + ",".join(MODES))
+    parser.add_argument("--small", action="store_true",
+                        help="a quick run: --clients 1,8 --max_tokens 16")
     args = parser.parse_args()
+    if args.small:
+        args.clients, args.max_tokens = "1,8", 16
     args.clients = [int(c) for c in args.clients.split(",")]
     args.modes = [m for m in args.modes.split(",") if m]
     for name in ("min_requests", "max_tokens", "max_prompt_tokens", "repeats", "max_batch_rows"):
@@ -88,34 +103,83 @@ def parse_args() -> argparse.Namespace:
 
 def set_mode(engine: judge_server.ChatCompletionEngine, mode: str, args: argparse.Namespace
              ) -> None:
-    """Switch the engine between one request at a time and batching (read at each batch)."""
-    if mode == "before":
+    """Switch the engine's batching and prefix reuse (read before each batch)."""
+    if mode == "single":
         engine.batch_window_s, engine.max_batch_rows = 0.0, 1
     else:
         engine.batch_window_s = args.batch_window_ms / 1000
         engine.max_batch_rows = args.max_batch_rows
+    engine.prefix_reuse = mode == "reuse"
+
+
+def round_batches(clients: int, requests: int, max_batch_rows: int, mode: str) -> list[list[int]]:
+    """The request indices of the batches a round is expected to make: its clients' requests
+    go out together, ``clients`` consecutive indices at a time (one at a time when single)."""
+    size = 1 if mode == "single" else min(clients, max_batch_rows)
+    return [list(range(first, min(first + size, requests))) for first in range(0, requests, size)]
 
 
 def warm_up(engine: judge_server.ChatCompletionEngine, prompt_ids: list[list[int]],
-            max_tokens: int, largest_batch: int) -> float:
-    """Compile the prefill and decode programs of every batch bucket a round can use.
+            args: argparse.Namespace) -> dict[str, Any]:
+    """Compile, untimed, the programs of every sampler call shape the rounds' batches have.
 
     Each call is stopped at its first cancellation check (after ``cancel_check_tokens`` decode
     steps): the decode program is compiled by then and the rest would only cost time.
+
+    Returns:
+        total seconds, and per call shape its seconds and the compilations it caused.
     """
-    start = time.perf_counter()
-    budget = judge_server.generation_budget(max_tokens, engine.max_new_tokens_cap)
+    budget = judge_server.generation_budget(args.max_tokens, engine.max_new_tokens_cap)
     sampling = SamplingParams(max_new_tokens=budget, greedy=True,
                               stop_check_interval=engine.cancel_check_tokens)
-    for rows in engine.sampler.batch_buckets:
-        if rows > largest_batch:
-            break
-        prompts = [prompt_ids[i % len(prompt_ids)] for i in range(rows)]
+    calls: dict[tuple[Any, ...], Any] = {}
+    for mode in args.modes:
+        set_mode(engine, mode, args)
+        for clients in args.clients:
+            requests = max(clients, args.min_requests)
+            for batch in round_batches(clients, requests, args.max_batch_rows, mode):
+                prompts = [prompt_ids[i % len(prompt_ids)] for i in batch]
+                groups = engine.prefix_plan(prompts)
+                calls.setdefault(engine.sampler.prefill_shape(prompts, groups)[0],
+                                 (prompts, groups))
+    start = time.perf_counter()
+    shapes = []
+    for shape, (prompts, groups) in calls.items():
+        del COMPILES[:]
+        call_start = time.perf_counter()
         try:
-            engine.sampler.generate(prompts, sampling, jax.random.key(0), cancelled=lambda: True)
+            engine.sampler.generate(prompts, sampling, jax.random.key(0),
+                                    cancelled=lambda: True, prefix_groups=groups)
         except GenerationCancelled:
             pass
-    return time.perf_counter() - start
+        seconds = time.perf_counter() - call_start
+        compiles = {name: round(s, 1) for name, s in COMPILES if s >= 0.5}
+        shapes.append({"shape": shape._asdict(), "seconds": seconds, "compile_s": compiles})
+        print(f"  warm-up call {shape._asdict()}: {seconds:.1f} s, of which compiling "
+              f"{compiles}", flush=True)
+    return {"seconds": time.perf_counter() - start, "calls": shapes}
+
+
+COMPILES: list[tuple[str, float]] = []  # (program, seconds) of the compilations since cleared
+
+
+class _CompileLog(logging.Handler):
+    """Collects JAX's "Finished XLA compilation of jit(<name>) in <s> sec" log lines."""
+
+    PATTERN = re.compile(r"Finished XLA compilation of jit\((\w+)\) in ([0-9.e-]+) sec")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.PATTERN.search(record.getMessage())
+        if match:
+            COMPILES.append((match.group(1), float(match.group(2))))
+
+
+def log_compile_times() -> None:
+    """Record every compilation's seconds in COMPILES instead of printing JAX's log lines."""
+    jax.config.update("jax_log_compiles", True)
+    jax_logger = logging.getLogger("jax")
+    jax_logger.addHandler(_CompileLog())
+    jax_logger.propagate = False
 
 
 async def run_round(client: HttpJudgeClient, messages: list, clients: int, requests: int,
@@ -154,6 +218,7 @@ async def run_round(client: HttpJudgeClient, messages: list, clients: int, reque
 
 def main() -> None:
     args = parse_args()
+    log_compile_times()
     pairs = healthbench_pairs(args.data_path).pairs
     prompts, _ = judge_prompts(pairs)
     model, tokenizer = load_model_and_tokenizer(args.model)
@@ -175,9 +240,9 @@ def main() -> None:
     print(f"{len(messages)} judge prompts of <= {args.max_prompt_tokens} tokens (padded to "
           f"{buckets}); max_tokens {args.max_tokens}; server at {base_url}; load "
           f"{open('/proc/loadavg').read().split()[:3]}", flush=True)
-    largest = max(args.clients) if "after" in args.modes else 1
-    compile_s = warm_up(engine, prompt_ids, args.max_tokens, min(largest, args.max_batch_rows))
-    print(f"warm-up (compiles every batch bucket up to {largest}): {compile_s:.1f} s", flush=True)
+    warm = warm_up(engine, prompt_ids, args)
+    print(f"warm-up ({len(warm['calls'])} sampler call shapes): {warm['seconds']:.1f} s",
+          flush=True)
 
     results: dict[str, dict[int, list[dict[str, Any]]]] = {m: {} for m in args.modes}
     for clients in args.clients:
@@ -190,15 +255,19 @@ def main() -> None:
                     base_url=base_url, model="judge", max_concurrency=clients, timeout_s=3600.0,
                     max_attempts=1, progress_min_requests=0))
                 calls_before = len(engine.batch_sizes)
+                compiles_before = sum(engine.sampler.compile_counts().values())
                 result = asyncio.run(run_round(client, messages, clients, requests,
                                                args.max_tokens))
                 result["batches"] = engine.batch_sizes[calls_before:]
+                result["shared_prefixes"] = engine.batch_prefixes[calls_before:]
+                result["compiles"] = sum(engine.sampler.compile_counts().values()) - compiles_before
                 result["load"] = float(open("/proc/loadavg").read().split()[0])
                 results[mode].setdefault(clients, []).append(result)
-                print(f"{mode:6s} {clients:3d} clients: {result['judgments_per_s']:.3f} "
+                print(f"{mode:7s} {clients:3d} clients: {result['judgments_per_s']:.3f} "
                       f"judgments/s, latency p50 {result['latency_p50_s']:.2f} s, p90 "
                       f"{result['latency_p90_s']:.2f} s, {result['failed']} failed, "
-                      f"{len(result['batches'])} sampler calls (load {result['load']:.2f})",
+                      f"batches {result['batches']}, shared prefixes {result['shared_prefixes']}, "
+                      f"{result['compiles']} compiles (load {result['load']:.2f})",
                       flush=True)
     httpd.shutdown()
     httpd.server_close()
@@ -207,7 +276,8 @@ def main() -> None:
         "model": args.model, "prompts": len(messages), "prompt_buckets": buckets,
         "max_tokens": args.max_tokens, "repeats": args.repeats,
         "batch_window_ms": args.batch_window_ms, "max_batch_rows": args.max_batch_rows,
-        "warmup_s": compile_s, "backend": jax.default_backend(),
+        "warmup_s": warm["seconds"], "warmup_calls": warm["calls"],
+        "backend": jax.default_backend(),
     }
     for mode, by_clients in results.items():
         summary[mode] = {}
@@ -219,22 +289,28 @@ def main() -> None:
                 "latency_p90_s": best["latency_p90_s"],
                 "requests": best["requests"], "failed": sum(r["failed"] for r in rounds),
                 "requests_per_sampler_call": best["batches"],
+                "shared_prefixes_per_call": best["shared_prefixes"],
+                "compiles": sum(r["compiles"] for r in rounds),
                 "load": [r["load"] for r in rounds],
             }
-    if set(MODES) <= set(args.modes):
-        summary["after_over_before"] = {
-            str(c): summary["after"][str(c)]["judgments_per_s"]
-            / summary["before"][str(c)]["judgments_per_s"] for c in args.clients
-        }
-        # Greedy replies must not depend on the batching: compare every reply of both modes.
-        differing = 0
-        for clients in args.clients:
-            for before, after in zip(results["before"][clients], results["after"][clients]):
-                differing += sum(before["texts"][i] != after["texts"].get(i)
-                                 for i in before["texts"])
-        summary["replies_differing_before_after"] = differing
-        print("after / before judgments per second: " + ", ".join(
-            f"{c} clients {r:.2f}x" for c, r in summary["after_over_before"].items()))
+    pairs = [(a, b) for a, b in (("batched", "single"), ("reuse", "single"),
+                                 ("reuse", "batched")) if a in results and b in results]
+    for mode, base in pairs:
+        ratios = {str(c): summary[mode][str(c)]["judgments_per_s"]
+                  / summary[base][str(c)]["judgments_per_s"] for c in args.clients}
+        summary[f"{mode}_over_{base}"] = ratios
+        print(f"{mode} / {base} judgments per second: " + ", ".join(
+            f"{c} clients {r:.2f}x" for c, r in ratios.items()))
+    # Greedy replies must not depend on batching or prefix reuse: compare with the first mode.
+    first = args.modes[0]
+    differing = {}
+    for mode in args.modes[1:]:
+        differing[mode] = sum(
+            reference["texts"][i] != other["texts"].get(i)
+            for clients in args.clients
+            for reference, other in zip(results[first][clients], results[mode][clients])
+            for i in reference["texts"])
+    summary[f"replies_differing_from_{first}"] = differing
     print(json.dumps(summary))
 
 

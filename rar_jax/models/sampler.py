@@ -44,7 +44,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +55,7 @@ from rar_jax.models import decoding, prefix_decoding
 from rar_jax.models.batching import bucket_size, left_pad
 from rar_jax.models.cache import init_cache
 from rar_jax.models.decoder import Decoder
-from rar_jax.models.prefix_decoding import split_shared_prefixes
+from rar_jax.models.prefix_decoding import PrefixSplit, split_shared_prefixes
 from rar_jax.models.sampling import (
     FINISH_EOS,
     FINISH_LENGTH,
@@ -72,6 +72,17 @@ DEFAULT_ATTENTION_WINDOW_MULTIPLE = 256
 
 
 # ------------------------------------------------------------------------------- results
+class PrefillShape(NamedTuple):
+    """Padded blocks of a prefill: ``rows`` prompts of ``length`` tokens (their suffixes when
+    prefixes are reused), after ``prefix_rows`` group prefixes of ``prefix_length`` tokens (0, 0
+    without prefix reuse)."""
+
+    rows: int
+    length: int
+    prefix_rows: int
+    prefix_length: int
+
+
 class GenerationCancelled(Exception):
     """`Sampler.generate` stopped because its ``cancelled()`` callback said so.
 
@@ -177,14 +188,14 @@ class Sampler:
         self.data_parallel_size = 1
         if mesh is not None:
             self.data_parallel_size = int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
-        self._traces = {"prefill": 0, "prefix_prefill": 0, "decode": 0}
+        self._traces = {"prefill": 0, "decode": 0}  # "prefill" counts both prefill programs
         static = ("graphdef", "top_k", "use_top_p", "greedy", "stop_ids", "pad_id", "shardings")
         self.prefill_program = jax.jit(
             self._counted("prefill", decoding.prefill),
             static_argnames=static + ("num_samples", "max_new_tokens", "cache_slots"),
         )
         self.prefix_prefill_program = jax.jit(
-            self._counted("prefix_prefill", prefix_decoding.prefill_continuing_prefixes),
+            self._counted("prefill", prefix_decoding.prefill_continuing_prefixes),
             static_argnames=static + ("num_samples", "max_new_tokens", "cache_slots"),
         )
         self._grow_cache = jax.jit(decoding.grow_cache, static_argnames=("slots", "shardings"))
@@ -260,20 +271,29 @@ class Sampler:
             return cache_len
         return min(cache_len, -(-(prompt_len + step) // multiple) * multiple)
 
+    def prefill_shape(
+        self, prompts: Sequence[Sequence[int]], prefix_groups: Sequence[Hashable] | None = None
+    ) -> tuple[PrefillShape, PrefixSplit | None]:
+        """The padded blocks that ``generate(prompts, prefix_groups=...)`` prefills (one
+        compiled prefill per shape), and the prompts' split into prefixes and suffixes."""
+        rows = bucket_size(len(prompts), self.batch_buckets, self.data_parallel_size)
+        if prefix_groups is None:
+            length = bucket_size(max(map(len, prompts)), self.prompt_buckets)
+            return PrefillShape(rows, length, 0, 0), None
+        split = split_shared_prefixes(prompts, prefix_groups)
+        return PrefillShape(
+            rows, bucket_size(max(map(len, split.suffixes)), self.prompt_buckets),
+            bucket_size(len(split.prefixes), self.batch_buckets),
+            bucket_size(max(map(len, split.prefixes)), self.prompt_buckets),
+        ), split
+
     def prefill_slots(
         self, prompts: Sequence[Sequence[int]], prefix_groups: Sequence[Hashable] | None = None
     ) -> int:
         """Token slots, padding included, that ``generate(prompts, prefix_groups=...)`` runs
-        through the model before decoding (its prefill cost): rows x padded length of the whole
-        prompts, or of the group prefixes plus the prompts' suffixes."""
-        batch = bucket_size(len(prompts), self.batch_buckets, self.data_parallel_size)
-        if prefix_groups is None:
-            return batch * bucket_size(max(map(len, prompts)), self.prompt_buckets)
-        split = split_shared_prefixes(prompts, prefix_groups)
-        prefix_rows = bucket_size(len(split.prefixes), self.batch_buckets)
-        prefix_len = bucket_size(max(map(len, split.prefixes)), self.prompt_buckets)
-        suffix_len = bucket_size(max(map(len, split.suffixes)), self.prompt_buckets)
-        return prefix_rows * prefix_len + batch * suffix_len
+        through the model before decoding (its prefill cost)."""
+        shape, _ = self.prefill_shape(prompts, prefix_groups)
+        return shape.rows * shape.length + shape.prefix_rows * shape.prefix_length
 
     # ---------------------------------------------------------------- generation
     def generate(
@@ -317,7 +337,8 @@ class Sampler:
         if isinstance(params, nnx.Module):
             params = nnx.split(params)[1]
         num_prompts = len(prompts)
-        batch = bucket_size(num_prompts, self.batch_buckets, self.data_parallel_size)
+        shape, split = self.prefill_shape(prompts, prefix_groups)
+        batch = shape.rows
         samples = sampling.num_samples
         rows = batch * samples
         max_new = int(sampling.max_new_tokens)
@@ -329,35 +350,26 @@ class Sampler:
         )
         temperature = jnp.asarray(sampling.temperature, jnp.float32)
         top_p = jnp.asarray(sampling.top_p, jnp.float32)
-        if prefix_groups is None:
-            prompt_len = bucket_size(max(len(p) for p in prompts), self.prompt_buckets)
-            tokens, positions, mask = left_pad(prompts, prompt_len, batch, self.pad_id)
+        prompt_len = shape.prefix_length + shape.length
+        rules = dict(num_samples=samples, max_new_tokens=max_new,
+                     cache_slots=self.attention_window(prompt_len, 1, max_new), **static)
+        if split is None:
+            tokens, positions, mask = left_pad(prompts, shape.length, batch, self.pad_id)
             state = self.prefill_program(
                 self.graphdef, params, self._put_rows(tokens), self._put_rows(positions),
-                self._put_rows(mask), self._put_rows(row_active), key, temperature, top_p,
-                num_samples=samples, max_new_tokens=max_new,
-                cache_slots=self.attention_window(prompt_len, 1, max_new), **static,
-            )
+                self._put_rows(mask), self._put_rows(row_active), key, temperature, top_p, **rules)
         else:
-            split = split_shared_prefixes(prompts, prefix_groups)
-            prefix_rows = bucket_size(len(split.prefixes), self.batch_buckets)
-            prefix_len = bucket_size(max(map(len, split.prefixes)), self.prompt_buckets)
-            prefix_tokens, prefix_positions, prefix_mask = left_pad(
-                split.prefixes, prefix_len, prefix_rows, self.pad_id)
-            suffix_len = bucket_size(max(map(len, split.suffixes)), self.prompt_buckets)
+            prefix_blocks = left_pad(
+                split.prefixes, shape.prefix_length, shape.prefix_rows, self.pad_id)
             tokens, positions, mask = left_pad(
-                split.suffixes, suffix_len, batch, self.pad_id,
+                split.suffixes, shape.length, batch, self.pad_id,
                 [len(split.prefixes[source]) for source in split.sources])
             row_source = np.zeros(batch, np.int32)
             row_source[:num_prompts] = split.sources
-            prompt_len = prefix_len + suffix_len
             state = self.prefix_prefill_program(
-                self.graphdef, params, jnp.asarray(prefix_tokens), jnp.asarray(prefix_positions),
-                jnp.asarray(prefix_mask), self._put_rows(row_source), self._put_rows(tokens),
-                self._put_rows(positions), self._put_rows(mask), self._put_rows(row_active), key,
-                temperature, top_p, num_samples=samples, max_new_tokens=max_new,
-                cache_slots=self.attention_window(prompt_len, 1, max_new), **static,
-            )
+                self.graphdef, params, *map(jnp.asarray, prefix_blocks),
+                *map(self._put_rows, (row_source, tokens, positions, mask, row_active)), key,
+                temperature, top_p, **rules)
         stop_rows: dict[int, tuple[int, str]] = {}  # row -> (truncated length, text)
         checked: set[int] = set()
         step, next_check = 1, 1 + sampling.stop_check_interval

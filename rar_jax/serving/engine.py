@@ -431,7 +431,7 @@ class ChatCompletionEngine:
         else:
             key = jax.random.fold_in(self._base_key, self._batches)
         self.batch_sizes.append(len(requests))
-        groups = self._prefix_plan(prompts)
+        groups = self.prefix_plan(prompts)
         self.batch_prefixes.append(0 if groups is None else len(set(groups)))
         logger.info("generating %d requests (%d rows) in one batch, %d shared prefixes",
                     len(requests), len(requests) * first.n, self.batch_prefixes[-1])
@@ -442,7 +442,7 @@ class ChatCompletionEngine:
             for index, (request, prompt) in enumerate(zip(requests, prompts, strict=True))
         ]
 
-    def _prefix_plan(self, prompts: Sequence[list[int]]) -> list[int] | None:
+    def prefix_plan(self, prompts: Sequence[list[int]]) -> list[int] | None:
         """The batch's :func:`prefix_groups` when reuse is on and it prefills fewer padded token
         slots than the whole prompts (``Sampler.prefill_slots``); else None."""
         if not self.prefix_reuse or len(prompts) < 2 or min(map(len, prompts)) < 2:

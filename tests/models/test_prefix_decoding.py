@@ -53,7 +53,7 @@ def test_prefix_reuse_equals_whole_prompts_on_the_tiny_model(tiny):
     reused = sampler.generate(prompts, sampling, jax.random.key(0), prefix_groups=groups)
     np.testing.assert_array_equal(reused.tokens, whole.tokens)
     np.testing.assert_allclose(reused.logprobs, whole.logprobs, atol=1e-5)
-    assert sampler.compile_counts()["prefix_prefill"] == 1
+    assert sampler.compile_counts()["prefill"] == 2  # the whole prompts' and the prefix one
     # 2 prefix rows of 64 slots, 8 prompt rows of 32 slots, against 8 rows of 64.
     assert sampler.prefill_slots(prompts, groups) == 2 * 64 + 8 * 32
     assert sampler.prefill_slots(prompts) == 8 * 64
