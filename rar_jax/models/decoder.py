@@ -141,11 +141,13 @@ class StackedLayers(nnx.Module):
         return {name: getattr(self, name)[...] for name in self.param_names}
 
     def per_layer(self, dtype: Any) -> list[dict[str, jax.Array]]:
-        """Each layer's parameters (the forward with a cache runs them unrolled); the matrices
-        cast to the compute `dtype` once here, the norms and biases as stored."""
+        """Each layer's parameters in the decode layout (`rar_jax.models.layers.decode_layout`:
+        q/k/v and gate/up fused), for a forward with a cache that runs the layers unrolled (a
+        decode loop, which makes them once per call); the matrices cast to the compute `dtype`
+        once here, the norms and biases as stored."""
         arrays = self.arrays()
         cast = lambda name, a: a if name.endswith(("norm", "bias")) else a.astype(dtype)  # noqa: E731
-        return [{name: cast(name, a[i]) for name, a in arrays.items()}
+        return [L.decode_layout({name: cast(name, a[i]) for name, a in arrays.items()})
                 for i in range(next(iter(arrays.values())).shape[0])]
 
 

@@ -76,6 +76,7 @@ def grouped_query_attention(
     *,
     query_chunk: int = 0,
     cached: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+    kv_major: bool = False,
 ) -> jax.Array:
     """Scaled dot-product attention with grouped key/value heads and explicit masks.
 
@@ -95,6 +96,11 @@ def grouped_query_attention(
             values either way (each query row's softmax is independent of the others).
         cached: optional (keys [b, k, s, e], values [b, k, s, e], cache_allowed bool[b, t, s]) of
             the cache (`rar_jax.models.cache`) before the new tokens are written.
+        kv_major: static; contract in the cache's own order, queries and output [b, k, g, t, e]
+            (transposed to [b, t, h, e] at the end). For a decode step's few queries this is what
+            XLA on CPU multiplies without copying every layer's cached values (and the next
+            projection's weights) transposed each step (benchmarks/README.md); the default
+            [b, t, k, g, e] order is what the training forward and prefill were measured with.
 
     Returns:
         [b, t, h, e] in q.dtype. Scores and softmax are float32. A query with no allowed key gets a
@@ -103,7 +109,7 @@ def grouped_query_attention(
     b, t, h, e = q.shape
     cache_kv = None if cached is None else cached[:2]
     if not 0 < query_chunk < t:
-        return _attend(q, k, v, allowed, cache_kv, None if cached is None else cached[2])
+        return _attend(q, k, v, allowed, cache_kv, None if cached is None else cached[2], kv_major)
     blocks = -(-t // query_chunk)
     padded = blocks * query_chunk
 
@@ -114,7 +120,8 @@ def grouped_query_attention(
 
     masks = (allowed,) if cached is None else (allowed, cached[2])
     out = jax.lax.map(
-        lambda block: _attend(block[0], k, v, block[1], cache_kv, block[2] if cached else None),
+        lambda block: _attend(block[0], k, v, block[1], cache_kv, block[2] if cached else None,
+                              kv_major),
         (split(q),) + tuple(split(mask) for mask in masks),
     )
     return out.swapaxes(0, 1).reshape(b, padded, h, e)[:, :t]
@@ -127,28 +134,34 @@ def _attend(
     allowed: jax.Array,
     cache_kv: tuple[jax.Array, jax.Array] | None,
     cache_allowed: jax.Array | None,
+    kv_major: bool = False,
 ) -> jax.Array:
     """`grouped_query_attention` of all t queries at once (same arguments, no chunking)."""
     b, t, h, e = q.shape
     num_kv = k.shape[1]
     q = q.reshape(b, t, num_kv, h // num_kv, e)
+    order = "btkge"
+    if kv_major:
+        q, order = q.transpose(0, 2, 3, 1, 4), "bkgte"
 
     def scores_of(keys: jax.Array, mask: jax.Array) -> jax.Array:
-        scores = jnp.einsum("btkge,bkse->bkgts", q, keys, preferred_element_type=jnp.float32)
+        scores = jnp.einsum(f"{order},bkse->bkgts", q, keys, preferred_element_type=jnp.float32)
         return jnp.where(mask[:, None, None, :, :], scores * (e ** -0.5), MASKED_SCORE)
 
     scores = scores_of(k, allowed)
     if cache_kv is None:
         probs = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("bkgts,bkse->btkge", probs.astype(v.dtype), v)
+        out = jnp.einsum(f"bkgts,bkse->{order}", probs.astype(v.dtype), v)
     else:
         cache_keys, cache_values = cache_kv
         slots = cache_keys.shape[2]
         probs = jax.nn.softmax(
             jnp.concatenate([scores_of(cache_keys, cache_allowed), scores], axis=-1), axis=-1
         )
-        out = jnp.einsum("bkgts,bkse->btkge", probs[..., :slots].astype(v.dtype), cache_values)
-        out = out + jnp.einsum("bkgts,bkse->btkge", probs[..., slots:].astype(v.dtype), v)
+        out = jnp.einsum(f"bkgts,bkse->{order}", probs[..., :slots].astype(v.dtype), cache_values)
+        out = out + jnp.einsum(f"bkgts,bkse->{order}", probs[..., slots:].astype(v.dtype), v)
+    if kv_major:
+        out = out.transpose(0, 3, 1, 2, 4)
     return out.reshape(b, t, h, e)
 
 
@@ -170,6 +183,45 @@ def swiglu_mlp(
     gate = jnp.einsum("btd,df->btf", x, gate_proj.astype(dtype))
     up = jnp.einsum("btd,df->btf", x, up_proj.astype(dtype))
     return jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, down_proj.astype(dtype))
+
+
+def fused_swiglu_mlp(x: jax.Array, gate_up_proj: jax.Array, down_proj: jax.Array) -> jax.Array:
+    """`swiglu_mlp` with the gate and up projections side by side in one matrix.
+
+    Args:
+        x: [b, t, d].
+        gate_up_proj: [d, 2f], gate_proj's f columns then up_proj's (`decode_layout`).
+        down_proj: [f, d].
+
+    Returns:
+        [b, t, d] in x.dtype.
+    """
+    dtype = x.dtype
+    gate, up = jnp.split(jnp.einsum("btd,df->btf", x, gate_up_proj.astype(dtype)), 2, axis=-1)
+    return jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, down_proj.astype(dtype))
+
+
+def decode_layout(layer: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """One layer's weights rearranged for decode steps (`decoder_layer` accepts either layout).
+
+    The q/k/v projections become one ``qkv_proj`` [d, h + 2k, e] (concatenated on the heads
+    axis) and the gate/up projections one ``gate_up_proj`` [d, 2f]: one larger matmul each
+    instead of three and two, which a decode step's few rows run closer to the memory bandwidth
+    (benchmarks/README.md). Made once per decode call, outside its loop; the other parameters
+    are passed through.
+
+    Args:
+        layer: one layer's parameters as `decoder_layer` takes them (q_proj [d, h, e], k_proj and
+            v_proj [d, k, e], gate_proj and up_proj [d, f], ...).
+
+    Returns:
+        the same parameters with qkv_proj and gate_up_proj in place of the five matrices.
+    """
+    fused = {name: a for name, a in layer.items()
+             if name not in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")}
+    fused["qkv_proj"] = jnp.concatenate([layer["q_proj"], layer["k_proj"], layer["v_proj"]], axis=1)
+    fused["gate_up_proj"] = jnp.concatenate([layer["gate_proj"], layer["up_proj"]], axis=1)
+    return fused
 
 
 def project_qkv(
@@ -244,7 +296,8 @@ def decoder_layer(
     Args:
         x: [b, t, d] residual stream.
         layer: this layer's parameters (see `project_qkv`, plus attn_norm [d], o_proj [h, e, d],
-            mlp_norm [d], gate_proj/up_proj [d, f], down_proj [f, d]).
+            mlp_norm [d], gate_proj/up_proj [d, f], down_proj [f, d]), or their `decode_layout`
+            (a decode loop's: fused matrices, and attention contracted in the cache's order).
         cos, sin: float32[b, t, e // 2] rotary tables of the t query positions.
         allowed: bool[b, t, t] attention mask among the t new tokens.
         eps: RMSNorm epsilon.
@@ -260,22 +313,44 @@ def decoder_layer(
         ([b, k, t, e]), or with `cached_kv` the updated cache buffers ([b, k, s, e], its dtype).
     """
     eps = float(eps)
+    dtype = x.dtype
+    decoding = "qkv_proj" in layer  # the `decode_layout` of a decode loop
     normed = rms_norm(x, layer["attn_norm"], eps)
-    q, k, v = project_qkv(normed, layer, cos, sin, eps)
+    if decoding:
+        heads = layer["o_proj"].shape[0]
+        qkv = jnp.einsum("btd,dne->btne", normed, layer["qkv_proj"].astype(dtype))
+        kv_heads = (qkv.shape[2] - heads) // 2
+        q, k, v = qkv_bias_norm_rope(
+            qkv[:, :, :heads], qkv[:, :, heads:heads + kv_heads], qkv[:, :, heads + kv_heads:],
+            layer, cos, sin, eps,
+        )
+    else:
+        q, k, v = project_qkv(normed, layer, cos, sin, eps)
     k, v = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [b, k, t, e]
     if cached_kv is None:
-        attn = grouped_query_attention(q, k, v, allowed, query_chunk=query_chunk)
+        attn = grouped_query_attention(q, k, v, allowed, query_chunk=query_chunk,
+                                       kv_major=decoding)
     else:
         cache_k, cache_v, write_start, cache_allowed = cached_kv
         attn = grouped_query_attention(
             q, k, v, allowed, query_chunk=query_chunk,
             cached=(cache_k.astype(x.dtype), cache_v.astype(x.dtype), cache_allowed),
+            kv_major=decoding,
         )
         k = write_slots(cache_k, k.astype(cache_k.dtype), write_start, axis=2)
         v = write_slots(cache_v, v.astype(cache_v.dtype), write_start, axis=2)
-    x = x + jnp.einsum("bthe,hed->btd", attn, layer["o_proj"].astype(x.dtype))
+    if decoding:  # one [h * e, d] matrix: XLA on CPU then keeps o_proj as stored
+        b, t, h, e = attn.shape
+        out = jnp.einsum("btf,fd->btd", attn.reshape(b, t, h * e),
+                         layer["o_proj"].astype(dtype).reshape(h * e, -1))
+    else:
+        out = jnp.einsum("bthe,hed->btd", attn, layer["o_proj"].astype(dtype))
+    x = x + out
     normed = rms_norm(x, layer["mlp_norm"], eps)
-    x = x + swiglu_mlp(normed, layer["gate_proj"], layer["up_proj"], layer["down_proj"])
+    if decoding:
+        x = x + fused_swiglu_mlp(normed, layer["gate_up_proj"], layer["down_proj"])
+    else:
+        x = x + swiglu_mlp(normed, layer["gate_proj"], layer["up_proj"], layer["down_proj"])
     return x, (k, v)
 
 

@@ -155,3 +155,54 @@ def test_inverse_frequencies_llama3_scaling_by_hand():
 def test_rope_scaling_rejects_unknown_type():
     with pytest.raises(ValueError, match="yarn"):
         RopeScaling("yarn", 2.0)
+
+
+def test_fused_swiglu_mlp_matches_numpy():
+    rng = np.random.default_rng(7)
+    x, gate, up, down = (rng.normal(size=s).astype(np.float32) for s in ((2, 3, 4), (4, 6), (4, 6), (6, 4)))
+    g = x @ gate
+    expected = (g / (1 + np.exp(-g)) * (x @ up)) @ down
+    out = L.fused_swiglu_mlp(jnp.asarray(x), jnp.asarray(np.concatenate([gate, up], 1)), jnp.asarray(down))
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("extras", [(), ("q_bias", "q_norm")])
+def test_decode_layout_gives_the_stored_layouts_layer(extras):
+    """A decode step through `decode_layout` weights (fused q/k/v and gate/up, attention in the
+    cache's order) equals the stored layout's step: new residual and written cache buffers."""
+    rng = np.random.default_rng(8)
+    b, t, d, h, kv, e, f, s = 2, 1, 16, 4, 2, 8, 24, 6
+    normal = lambda *shape: jnp.asarray(rng.normal(size=shape).astype(np.float32) * 0.3)  # noqa: E731
+    layer = dict(attn_norm=1 + normal(d), q_proj=normal(d, h, e), k_proj=normal(d, kv, e),
+                 v_proj=normal(d, kv, e), o_proj=normal(h, e, d), mlp_norm=1 + normal(d),
+                 gate_proj=normal(d, f), up_proj=normal(d, f), down_proj=normal(f, d))
+    if "q_bias" in extras:
+        layer.update(q_bias=normal(h, e), k_bias=normal(kv, e), v_bias=normal(kv, e))
+    if "q_norm" in extras:
+        layer.update(q_norm=1 + normal(e), k_norm=1 + normal(e))
+    fused = L.decode_layout(layer)
+    assert {"q_proj", "gate_proj"}.isdisjoint(fused) and fused["qkv_proj"].shape == (d, h + 2 * kv, e)
+    x = normal(b, t, d)
+    cos, sin = L.rope_cos_sin(jnp.full((b, t), 4, jnp.int32), jnp.asarray([1.0, 0.1, 0.01, 0.001]))
+    cache_allowed = jnp.asarray([[[True] * 4 + [False] * 2], [[False, True, True, True, False, False]]])
+    cached = (normal(b, kv, s, e), normal(b, kv, s, e), jnp.asarray(4, jnp.int32), cache_allowed)
+    allowed = jnp.ones((b, t, t), bool)
+    want_x, (want_k, want_v) = L.decoder_layer(x, layer, cos, sin, allowed, 1e-5, cached)
+    got_x, (got_k, got_v) = L.decoder_layer(x, fused, cos, sin, allowed, 1e-5, cached)
+    np.testing.assert_allclose(got_x, want_x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_k, want_k, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_v, want_v, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got_k[:, :, 4], cached[0][:, :, 4])  # the new key was written
+
+
+def test_kv_major_attention_equals_the_default_order():
+    rng = np.random.default_rng(9)
+    q = jnp.asarray(rng.normal(size=(2, 3, 4, 8)).astype(np.float32))
+    k, v = (jnp.asarray(rng.normal(size=(2, 2, 3, 8)).astype(np.float32)) for _ in range(2))
+    cache = tuple(jnp.asarray(rng.normal(size=(2, 2, 5, 8)).astype(np.float32)) for _ in range(2))
+    allowed = jnp.tril(jnp.ones((3, 3), bool))[None].repeat(2, 0)
+    cached = cache + (jnp.asarray(rng.random((2, 3, 5)) < 0.6),)
+    for kwargs in ({}, {"cached": cached}):
+        want = L.grouped_query_attention(q, k, v, allowed, **kwargs)
+        got = L.grouped_query_attention(q, k, v, allowed, kv_major=True, **kwargs)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
