@@ -17,8 +17,11 @@ median and best wall seconds of each program, the worker's CPU seconds per call 
 the update's FLOP/s and its fraction of the f32 matmul rate measured in the same run (before and
 after the programs, the better kept), the load average before and after. The FLOPs are the work
 the update needs (``rar_jax.models.flops.train_flops``: the layers forward and backward over every
-position, the LM head over the answer positions only), the same for both trees. The last line is
-one JSON object.
+position, the LM head over the answer positions only), the same for both trees: since
+``rl.share_prompt_prefix`` runs each prompt once per group of its answers, this tree executes
+fewer, and its fraction is an effective rate (the work a per-row update needs, per second). The
+batch is shaped like the trainer's: each prompt's rows consecutive, sharing its prompt columns.
+The last line is one JSON object.
 
     python benchmarks/grpo_update.py --baseline 3c2d5e6 --settings A,B --repeats 5
     python benchmarks/grpo_update.py --baseline 3c2d5e6 --current HEAD --settings A
@@ -84,11 +87,15 @@ def worker(setting: str) -> None:
     # stay finite and every update is applied.
     uniform = float(-np.log(SMOLLM2["vocab_size"]))
     rng = np.random.default_rng(0)
-    starts = rng.integers(0, PROMPT_LENGTH // 2, rows)  # Left padding of each row's prompt.
+    # Each prompt's left padding and tokens, repeated for its generations (consecutive rows,
+    # as the trainer's batch is); the answers differ per row.
+    starts = np.repeat(rng.integers(0, PROMPT_LENGTH // 2, prompts), generations)
+    tokens = rng.integers(0, SMOLLM2["vocab_size"], (rows, width))
+    tokens[:, :PROMPT_LENGTH] = np.repeat(tokens[::generations, :PROMPT_LENGTH], generations, 0)
     columns = np.arange(width)[None, :]
     real = columns >= starts[:, None]
     batch = train_step.Batch(
-        tokens=jnp.asarray(rng.integers(0, SMOLLM2["vocab_size"], (rows, width)), jnp.int32),
+        tokens=jnp.asarray(tokens, jnp.int32),
         positions=jnp.asarray(np.maximum(columns - starts[:, None], 0), jnp.int32),
         attention_mask=jnp.asarray(real),
         loss_mask=jnp.asarray(np.broadcast_to(columns >= PROMPT_LENGTH, (rows, width))),

@@ -269,6 +269,13 @@ class Planner:
         shardings = train_step.batch_shardings(self.mesh, batch_type)
         return _sds(batch_type(**fields), shardings)
 
+    def _logprob_flop_args(self, rows: int, width: int) -> dict[str, int]:
+        """`train_step.logprob_flop_args` of this config's update and reference pass."""
+        rl = self.config.rl
+        return train_step.logprob_flop_args(
+            rows, width, answer_width=rl.max_completion_length,
+            group_size=train_step.prompt_group_size(rl), micro_batch_size=rl.micro_batch_size)
+
     def train_step(self, judge_bytes: int) -> ProgramReport:
         """The GRPO update over a whole step's rows (micro-batched by ``rl.micro_batch_size``)."""
         config, rl = self.config, self.config.rl
@@ -279,9 +286,9 @@ class Planner:
                                  temperature=config.sampling.temperature)
         jitted = train_step.jit_train_step(step, self.state_shardings, self.mesh)
         batch = self._batch(train_step.Batch, rows, width)
-        flops = flops_lib.train_flops(self.architecture, rows, width,
+        flops = flops_lib.train_flops(self.architecture, rows, width - 1,
                                       remat=config.model.remat_policy != "none",
-                                      head_time=rl.max_completion_length)
+                                      **self._logprob_flop_args(rows, width))
         return compile_report("train_step", jitted, (self.state, batch), {}, devices=self.size,
                        runs_per_step=rl.num_iterations, resident_bytes=self.resident_bytes(
                            judge_bytes), resident_argument_bytes=self.state_bytes,
@@ -304,8 +311,8 @@ class Planner:
         row = batch_sharding(self.mesh, 2)
         tokens = jax.ShapeDtypeStruct((rows, width), jnp.int32, sharding=row)
         mask = jax.ShapeDtypeStruct((rows, width), jnp.bool_, sharding=row)
-        flops = flops_lib.forward_flops(self.architecture, rows, width, width,
-                                        head_time=rl.max_completion_length)
+        flops = flops_lib.forward_flops(self.architecture, rows, width - 1, width - 1,
+                                        **self._logprob_flop_args(rows, width))
         return compile_report("reference_pass", jitted, (self.params, tokens, tokens, mask), {},
                               devices=self.size,
                        runs_per_step=passes, resident_bytes=self.resident_bytes(judge_bytes),

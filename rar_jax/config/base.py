@@ -57,6 +57,7 @@ def get_config() -> config_dict.ConfigDict:
     config.rl.num_iterations = 1  # Policy updates per batch of rollouts (mu in the GRPO paper).
     config.rl.old_logprobs = "current"  # Source of pi_old: current (on-policy), sampler or recompute.
     config.rl.micro_batch_size = 0  # Rows per micro-batch of the update; 0 = the whole batch at once.
+    config.rl.share_prompt_prefix = True  # Update and reference pass run each prompt once per group of its answers (same values up to rounding).
     config.rl.rollout_chunk_prompts = 0  # Prompts per sampler call (its KV cache holds their rows x num_generations); 0 = all of a step's prompts in one call.
     config.rl.logprob_chunk_size = 256  # Time steps per chunk of the lm-head when computing log-probs.
     config.rl.max_prompt_length = 512  # Longest chat-formatted prompt in tokens; longer ones are left out.

@@ -20,6 +20,8 @@ Forward: ``model(tokens, positions, attention_mask=..., cache=..., return_hidden
   call; a caller that runs a few tokens many times (a decode loop) passes ``layers=``
   (`StackedLayers.per_layer`, made once) and the layers run unrolled, each reading and updating
   its own cache buffer in place, since a scan copies each layer's weights and cache every call.
+* `Decoder.extend` runs t tokens after a read-only cached prefix without writing them: the
+  training pass of rows that share a prompt (the prompt runs once, via `prefill`, per group).
 
 Training forward, prefill, decode (`rar_jax.models.decoding`) and the judge's scoring all run the
 same `rar_jax.models.layers.decoder_layer`.
@@ -27,6 +29,7 @@ same `rar_jax.models.layers.decoder_layer`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -264,6 +267,41 @@ class Decoder(nnx.Module):
         cache = KVCache(keys, values, attention_mask, jnp.asarray(time, jnp.int32)).grown(max_len)
         return L.rms_norm(x, self.final_norm[...], config.rms_norm_eps), cache
 
+    def extend(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        *,
+        prefix: KVCache,
+        attention_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """Run t tokens that follow each row's cached prefix, leaving the cache unwritten.
+
+        The same hidden states as ``self(tokens, positions, attention_mask=..., cache=prefix,
+        return_hidden=True)``, without writing the t tokens into the cache (so it needs no free
+        slots): the scanned, differentiable forward of a training pass whose rows continue a
+        shared prompt (`rar_jax.rl.train_step.token_logprobs`). Layers are rematerialised as
+        ``config.remat_policy`` says.
+
+        Args:
+            tokens, positions: int32[b, t]; attention_mask: bool[b, t] (None = all real).
+            prefix: KVCache of b rows; the t tokens attend to its slots before ``end_index``
+                that its ``key_mask`` marks.
+
+        Returns:
+            hidden [b, t, d], final-normed, in the compute dtype.
+        """
+        config = self.config
+        x, cos, sin, _, allowed = self._inputs(tokens, positions, attention_mask)
+        if prefix.batch != tokens.shape[0]:
+            raise ValueError(f"prefix has {prefix.batch} rows but tokens have {tokens.shape[0]}")
+        x, _, _ = _scan_layers(
+            x, self.layers.arrays(), cos, sin, allowed, config,
+            (jnp.stack(prefix.keys), jnp.stack(prefix.values), None,
+             _cache_allowed(prefix, tokens.shape[1])),
+        )
+        return L.rms_norm(x, self.final_norm[...], config.rms_norm_eps)
+
     def __call__(
         self,
         tokens: jax.Array,
@@ -302,12 +340,7 @@ class Decoder(nnx.Module):
             if cache.batch != batch:
                 raise ValueError(f"cache has {cache.batch} rows but tokens have {batch}")
             start = cache.end_index
-            # Cached slots before the write position (later ones hold nothing or stale tokens).
-            written = jnp.arange(cache.max_len, dtype=jnp.int32) < start[..., None]
-            cache_allowed = jnp.broadcast_to(
-                (cache.key_mask & written)[:, None, :], (batch, time, cache.max_len)
-            )
-            cached = (start, cache_allowed)
+            cached = (start, _cache_allowed(cache, time))
             if layers is None:
                 x, keys, values = _scan_layers(
                     x, self.layers.arrays(), cos, sin, allowed, config,
@@ -332,6 +365,14 @@ class Decoder(nnx.Module):
         return self.logits(hidden), new_cache
 
 
+def _cache_allowed(cache: KVCache, time: int) -> jax.Array:
+    """bool[b, time, s]: the cache slots that `time` new tokens may attend to, those holding a
+    real token before the write position (later ones hold nothing or stale tokens)."""
+    written = jnp.arange(cache.max_len, dtype=jnp.int32) < cache.end_index[..., None]
+    return jnp.broadcast_to((cache.key_mask & written)[:, None, :],
+                            (cache.batch, time, cache.max_len))
+
+
 def _scan_layers(
     x: jax.Array,
     layer_arrays: dict[str, jax.Array],
@@ -349,18 +390,22 @@ def _scan_layers(
         layer_arrays: stacked parameters, each [layers, ...].
         cos, sin: float32[b, t, e // 2].
         allowed: bool[b, t, t].
-        config: model config (eps, attention chunk, remat policy; remat only without a cache).
-        cached: optional (keys, values stacked [layers, b, k, s, e], write start, cache_allowed
-            bool[b, t, s]) (see `decoder_layer`).
-        collect_kv: without a cache, also return each layer's keys and values (no remat).
+        config: model config (eps, attention chunk, remat policy: every layer body is
+            rematerialised by it, which costs nothing where nothing is differentiated).
+        cached: optional (keys, values stacked [layers, b, k, s, e], write start or None,
+            cache_allowed bool[b, t, s]) (see `decoder_layer`).
+        collect_kv: without a cache, also return each layer's keys and values.
 
     Returns:
-        x [b, t, d]; with `cached`, (x, keys, values) with the updated stacked buffers; with
-        `collect_kv`, (x, (keys, values)), each a tuple of per-layer [b, k, t, e] in the compute
-        dtype.
+        x [b, t, d]; with `cached`, (x, keys, values) with the updated stacked buffers (with a
+        None write start, the t new keys and values [layers, b, k, t, e]); with `collect_kv`,
+        (x, (keys, values)), each a tuple of per-layer [b, k, t, e] in the compute dtype.
     """
     eps = config.rms_norm_eps
     chunk = config.attention_chunk
+    policy = remat_policy(config.remat_policy)
+    remat = (lambda body: body) if policy == "none" else functools.partial(
+        jax.checkpoint, policy=policy, prevent_cse=False)
     if cached is not None:
         cache_keys, cache_values, start, cache_allowed = cached
 
@@ -370,24 +415,22 @@ def _scan_layers(
                                       (layer_keys, layer_values, start, cache_allowed), chunk)
             return out, kv
 
-        x, (keys, values) = jax.lax.scan(cached_body, x, (layer_arrays, cache_keys, cache_values))
+        x, (keys, values) = jax.lax.scan(remat(cached_body), x,
+                                         (layer_arrays, cache_keys, cache_values))
         return x, keys, values
 
     if collect_kv:
         def collecting_body(carry: jax.Array, layer: dict[str, jax.Array]):
             return L.decoder_layer(carry, layer, cos, sin, allowed, eps, query_chunk=chunk)
 
-        x, (keys, values) = jax.lax.scan(collecting_body, x, layer_arrays)
+        x, (keys, values) = jax.lax.scan(remat(collecting_body), x, layer_arrays)
         return x, (tuple(keys), tuple(values))
 
     def body(carry: jax.Array, layer: dict[str, jax.Array]):
         out, _ = L.decoder_layer(carry, layer, cos, sin, allowed, eps, query_chunk=chunk)
         return out, None
 
-    policy = remat_policy(config.remat_policy)
-    if policy != "none":
-        body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-    return jax.lax.scan(body, x, layer_arrays)[0]
+    return jax.lax.scan(remat(body), x, layer_arrays)[0]
 
 
 def count_parameters(model: Decoder) -> int:

@@ -30,22 +30,42 @@ def attention_flops_per_token(config: ModelConfig, context: int) -> float:
 
 
 def forward_flops(
-    config: ModelConfig, rows: int, time: int, context: int, head_time: int | None = None
+    config: ModelConfig,
+    rows: int,
+    time: int,
+    context: int,
+    head_time: int | None = None,
+    shared_prefix: int = 0,
+    group: int = 1,
 ) -> float:
     """A forward pass over ``rows x time`` tokens, each attending over ``context`` keys; the LM
-    head on the last ``head_time`` positions of each row (None: all ``time``)."""
+    head on the last ``head_time`` positions of each row (None: all ``time``). With ``group`` >
+    1, the first ``shared_prefix`` positions run once per ``group`` rows (a shared prompt,
+    attending over itself, without LM head) and the rest of each row over ``context`` keys."""
+    if group > 1 and shared_prefix > 0:
+        return (forward_flops(config, rows // group, shared_prefix, shared_prefix, 0)
+                + forward_flops(config, rows, time - shared_prefix, context, head_time))
     per_token = projection_flops_per_token(config) + attention_flops_per_token(config, context)
     skipped_head = 0 if head_time is None else max(time - head_time, 0)
     return rows * (time * per_token - skipped_head * 2 * config.hidden_size * config.vocab_size)
 
 
 def train_flops(
-    config: ModelConfig, rows: int, time: int, *, remat: bool, head_time: int | None = None
+    config: ModelConfig,
+    rows: int,
+    time: int,
+    *,
+    remat: bool,
+    head_time: int | None = None,
+    shared_prefix: int = 0,
+    group: int = 1,
 ) -> float:
     """Forward + backward over ``rows x time`` tokens (``remat``: one more forward), the LM head
     on the last ``head_time`` positions of each row (None: all; the GRPO step's log-probs of
-    the answer tokens only, ``rar_jax.rl.train_step.token_logprobs``)."""
-    return (4 if remat else 3) * forward_flops(config, rows, time, time, head_time)
+    the answer tokens only, ``rar_jax.rl.train_step.token_logprobs``); ``shared_prefix`` and
+    ``group`` as in `forward_flops`."""
+    return (4 if remat else 3) * forward_flops(config, rows, time, time, head_time,
+                                               shared_prefix, group)
 
 
 def decode_flops(config: ModelConfig, rows: int, context: int) -> float:

@@ -302,15 +302,17 @@ def decoder_layer(
         allowed: bool[b, t, t] attention mask among the t new tokens.
         eps: RMSNorm epsilon.
         cached_kv: optional (keys [b, k, s, e], values [b, k, s, e], write_start int32[] or
-            int32[b], cache_allowed bool[b, t, s]) of this layer (`rar_jax.models.cache.KVCache`):
-            the queries also attend to the cached keys that `cache_allowed` marks, and the t new
-            keys/values are then written at slots write_start .. + t (of every row, or of each
-            row), in place.
+            int32[b] or None, cache_allowed bool[b, t, s]) of this layer
+            (`rar_jax.models.cache.KVCache`): the queries also attend to the cached keys that
+            `cache_allowed` marks, and the t new keys/values are then written at slots
+            write_start .. + t (of every row, or of each row), in place; a None write_start
+            leaves the cache as it is (a read-only prefix, e.g. a prompt shared by the rows).
         query_chunk: static query block size of the attention (see `grouped_query_attention`).
 
     Returns:
         (x [b, t, d], (keys, values)): the new residual stream and the t new keys/values
-        ([b, k, t, e]), or with `cached_kv` the updated cache buffers ([b, k, s, e], its dtype).
+        ([b, k, t, e]), or with `cached_kv` and a write_start the updated cache buffers
+        ([b, k, s, e], its dtype).
     """
     eps = float(eps)
     dtype = x.dtype
@@ -337,8 +339,9 @@ def decoder_layer(
             cached=(cache_k.astype(x.dtype), cache_v.astype(x.dtype), cache_allowed),
             kv_major=decoding,
         )
-        k = write_slots(cache_k, k.astype(cache_k.dtype), write_start, axis=2)
-        v = write_slots(cache_v, v.astype(cache_v.dtype), write_start, axis=2)
+        if write_start is not None:
+            k = write_slots(cache_k, k.astype(cache_k.dtype), write_start, axis=2)
+            v = write_slots(cache_v, v.astype(cache_v.dtype), write_start, axis=2)
     if decoding:  # one [h * e, d] matrix: XLA on CPU then keeps o_proj as stored
         b, t, h, e = attn.shape
         out = jnp.einsum("btf,fd->btd", attn.reshape(b, t, h * e),

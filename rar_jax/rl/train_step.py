@@ -23,6 +23,7 @@ the optimiser's time; benchmarks/README.md, "The GRPO update".)
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -150,8 +151,17 @@ def token_logprobs(
     logprob_fn: Callable[..., tuple[jax.Array, jax.Array]],
     micro_batch_size: int = 0,
     answer_width: int = 0,
+    group_size: int = 1,
 ) -> tuple[jax.Array, jax.Array]:
     """Per-token log-probs and entropies of ``tokens`` under the model, aligned with ``tokens``.
+
+    Shared prompts: when ``group_size`` > 1 and the log-prob window leaves prompt columns
+    before it, the rows are taken as groups of ``g = gcd(group_size, rows)`` consecutive rows
+    with identical columns before the window (a GRPO batch: each prompt's answers are
+    consecutive rows, and a micro-batch of rows holds whole groups or lies in one). Each
+    group's prompt runs through the model once (`Decoder.prefill`) and its rows continue from
+    that cache (`Decoder.extend`): the same values up to float rounding, with the prompt's
+    work (and its gradient) done once per group instead of once per row.
 
     Args:
         graphdef, params: the model, split by ``nnx.split``.
@@ -165,6 +175,7 @@ def token_logprobs(
             a GRPO batch) get log-probs: the LM head and the log-softmax run on those positions
             alone (every position still runs through the layers, as attention needs), and the
             other entries are 0. 0 (or >= t - 1): every token.
+        group_size: static; rows per prompt (``rl.num_generations``), or 1 (no sharing).
 
     Returns:
         (logprobs f32[b, t], entropy f32[b, t]); column 0 is 0 (no token predicts it).
@@ -172,18 +183,52 @@ def token_logprobs(
     rows, time = tokens.shape
     if 0 < micro_batch_size < rows:
         forward = functools.partial(token_logprobs, graphdef, params, logprob_fn=logprob_fn,
-                                    answer_width=answer_width)
+                                    answer_width=answer_width, group_size=group_size)
         micro = _micro_batches((tokens, positions, attention_mask), micro_batch_size)
         logprobs, entropy = jax.lax.map(lambda xs: forward(*xs), micro)
         return logprobs.reshape(tokens.shape), entropy.reshape(tokens.shape)
     model = nnx.merge(graphdef, params)
-    hidden, _ = model(
-        tokens[:, :-1], positions[:, :-1], attention_mask=attention_mask[:, :-1], return_hidden=True
-    )
+    inputs = (tokens[:, :-1], positions[:, :-1], attention_mask[:, :-1])
     width = logit_width(time, answer_width)
-    logprobs, entropy = logprob_fn(hidden[:, -width:], model.lm_head_weight(), tokens[:, -width:])
+    split = time - 1 - width  # inputs before the window: run once per group when shared
+    share = shared_rows(group_size, rows, split)
+    if share > 1:
+        first_rows = [a[::share, :split] for a in inputs]
+        _, prefix = model.prefill(first_rows[0], first_rows[1], attention_mask=first_rows[2])
+        prefix = prefix.take_rows(jnp.repeat(jnp.arange(rows // share), share))
+        hidden = model.extend(inputs[0][:, split:], inputs[1][:, split:], prefix=prefix,
+                              attention_mask=inputs[2][:, split:])
+    else:
+        hidden, _ = model(inputs[0], inputs[1], attention_mask=inputs[2], return_hidden=True)
+        hidden = hidden[:, -width:]
+    logprobs, entropy = logprob_fn(hidden, model.lm_head_weight(), tokens[:, -width:])
     pad = ((0, 0), (time - width, 0))
     return jnp.pad(logprobs, pad), jnp.pad(entropy, pad)
+
+
+def prompt_group_size(rl: config_dict.ConfigDict) -> int:
+    """Rows per shared prompt in the GRPO passes: ``rl.num_generations`` when
+    ``rl.share_prompt_prefix``, else 1 (every row runs its own prompt)."""
+    return rl.num_generations if rl.share_prompt_prefix else 1
+
+
+def shared_rows(group_size: int, rows: int, split: int) -> int:
+    """Consecutive rows that share their first ``split`` input columns in :func:`token_logprobs`:
+    ``gcd(group_size, rows)``, or 1 when nothing precedes the log-prob window (``split`` < 1)."""
+    return math.gcd(group_size, rows) if split > 0 else 1
+
+
+def logprob_flop_args(
+    rows: int, time: int, *, answer_width: int, group_size: int, micro_batch_size: int
+) -> dict[str, int]:
+    """The shape arguments (``head_time``, ``shared_prefix``, ``group``) of
+    `rar_jax.models.flops.forward_flops` / ``train_flops`` over the ``time - 1`` positions that
+    :func:`token_logprobs` runs for ``rows x time`` tokens with these settings."""
+    width = logit_width(time, answer_width)
+    micro_rows = micro_batch_size if 0 < micro_batch_size < rows else rows
+    split = time - 1 - width
+    return {"head_time": width, "shared_prefix": split,
+            "group": shared_rows(group_size, micro_rows, split)}
 
 
 def logit_width(time: int, answer_width: int) -> int:
@@ -210,6 +255,7 @@ def jit_logprobs(
         logprob_fn=grpo.logprob_fn(rl, temperature=temperature),
         micro_batch_size=rl.micro_batch_size,
         answer_width=rl.max_completion_length,
+        group_size=prompt_group_size(rl),
     )
     if param_shardings is None:
         return jax.jit(forward)
@@ -241,6 +287,7 @@ def accumulated_update(
     optim: config_dict.ConfigDict,
     micro_batch_size: int,
     answer_width: int = 0,
+    group_size: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimiser update from the exact global loss of ``batch``, computed in micro-batches.
 
@@ -261,6 +308,8 @@ def accumulated_update(
         optim: the ``optim`` config section (for the learning-rate metric).
         micro_batch_size: rows per micro-batch (0 or >= rows: the whole batch at once).
         answer_width: the log-prob window of ``micro_loss`` (0: every token).
+        group_size: the rows per shared prompt of ``micro_loss`` (see :func:`token_logprobs`),
+            for the FLOP count.
 
     Returns:
         (new state, metrics): ``loss`` (global), ``loss_denominator``, ``grad_norm``,
@@ -316,7 +365,9 @@ def accumulated_update(
         loss_tokens_outside_answers=outside,
         update_flops=jnp.float32(train_flops(
             model_config, batch.loss_mask.shape[0], time - 1,
-            remat=model_config.remat_policy != "none", head_time=logit_width(time, answer_width))),
+            remat=model_config.remat_policy != "none",
+            **logprob_flop_args(batch.loss_mask.shape[0], time, answer_width=answer_width,
+                                group_size=group_size, micro_batch_size=micro_batch_size))),
     )
     return new_state, metrics
 
@@ -349,11 +400,12 @@ def grpo_step(
     loss_fn = grpo.policy_loss_fn(rl)
     on_policy = rl.old_logprobs == "current"
     use_reference = rl.kl.beta > 0
+    group_size = prompt_group_size(rl)
 
     def micro_loss(params: nnx.State, micro: Batch) -> losses.LossOutput:
         logprobs, entropy = token_logprobs(
             graphdef, params, micro.tokens, micro.positions, micro.attention_mask,
-            logprob_fn=logprob_fn, answer_width=rl.max_completion_length,
+            logprob_fn=logprob_fn, answer_width=rl.max_completion_length, group_size=group_size,
         )
         old = jax.lax.stop_gradient(logprobs) if on_policy else micro.old_logprobs
         return loss_fn(
@@ -367,7 +419,7 @@ def grpo_step(
 
     return accumulated_update(state, batch, micro_loss, graphdef=graphdef, optimizer=optimizer,
                               optim=optim, micro_batch_size=rl.micro_batch_size,
-                              answer_width=rl.max_completion_length)
+                              answer_width=rl.max_completion_length, group_size=group_size)
 
 
 def sft_loss(

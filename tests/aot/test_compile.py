@@ -80,13 +80,17 @@ def test_tiny_programs_compile_for_v5e_with_memory_flops_and_fsdp_collectives(tm
     for name in ("train_step", "reference_pass", "sft_step", "prefill"):
         ratio = programs[name].xla_flops / programs[name].analytic_flops
         assert 0.5 <= ratio <= 2.0, (name, ratio)
-    # The analytic count by hand: 8 rows x 64 tokens, 3 passes (no remat), per token the
-    # projections of one layer plus attention over 64 keys, and the LM head on the 32 answer
-    # positions, over 4 devices.
-    per_token = 2 * (64 * 16 * (4 + 2 * 2) + 4 * 16 * 64 + 3 * 64 * 96) + 4 * 4 * 16 * 64
+    # The analytic count by hand: 8 rows x 64 tokens run as their 63 input positions, 3 passes
+    # (no remat), per token the projections of one layer plus attention over its context, over
+    # 4 devices. The 2 prompts' 4 rows each share their first 31 positions (rl.share_prompt_prefix:
+    # run once per prompt, attending over those 31); each row's last 32 positions attend over 63
+    # keys and get the LM head.
+    projections = 2 * (64 * 16 * (4 + 2 * 2) + 4 * 16 * 64 + 3 * 64 * 96)
+    attention = 4 * 4 * 16  # per key
     head = 2 * 64 * 256
-    assert programs["train_step"].analytic_flops == pytest.approx(
-        3 * 8 * (64 * per_token + 32 * head) / 4)
+    assert programs["train_step"].analytic_flops == pytest.approx(3 * (
+        2 * 31 * (projections + attention * 31)
+        + 8 * 32 * (projections + attention * 63 + head)) / 4)
     # fsdp: parameters gathered for the forward pass, gradients reduced across the 4 devices.
     train = programs["train_step"].collectives
     assert train.get("all-gather", 0) > 0

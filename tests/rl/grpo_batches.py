@@ -22,9 +22,13 @@ ADVANTAGES = [1.0, -0.5, 2.0, -1.5, 0.3, -0.8, 1.1, -0.2]
 
 
 def tiny_config(**rl_overrides):
-    """The base config with a small learning-rate schedule and ``rl`` keys overridden by path."""
+    """The base config with a small learning-rate schedule and ``rl`` keys overridden by path.
+
+    ``rl.share_prompt_prefix`` is off by default here: `tiny_batch`'s rows have different
+    prompts (`grouped_batch` makes rows that share them, as a GRPO batch's answers do)."""
     config = rar_config.base_config()
     config.rl.logprob_chunk_size = 3
+    config.rl.share_prompt_prefix = False
     config.optim.num_steps, config.optim.warmup_fraction = 10, 0.2
     config.optim.learning_rate = 1e-2
     for key, value in rl_overrides.items():
@@ -54,6 +58,20 @@ def tiny_batch(rows=4, seed=0):
         advantages=jnp.asarray(ADVANTAGES[:rows]),
         old_logprobs=jnp.zeros((rows, TIME)), ref_logprobs=jnp.zeros((rows, TIME)),
     )
+
+
+def grouped_batch(rows=4, group=2, seed=0):
+    """`tiny_batch` whose rows come in groups of ``group`` consecutive rows that share the first
+    row's prompt (tokens, mask and positions of the prompt columns), answers kept per row."""
+    batch = tiny_batch(rows, seed)
+    firsts = np.repeat(np.arange(0, rows, group), group)
+    tokens, attention, positions = (np.array(a) for a in (
+        batch.tokens, batch.attention_mask, batch.positions))
+    for field in (tokens, attention, positions):
+        field[:, :PROMPT] = field[firsts, :PROMPT]
+    positions[:, PROMPT:] = positions[:, PROMPT - 1:PROMPT] + np.arange(1, TIME - PROMPT + 1)
+    return batch._replace(tokens=jnp.asarray(tokens), attention_mask=jnp.asarray(attention),
+                          positions=jnp.asarray(positions))
 
 
 def tiny_step(config, seed=0):
