@@ -80,7 +80,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max_prompt_tokens", type=int, default=512,
                         help="use only judge prompts of at most this many tokens")
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds per mode and count")
-    parser.add_argument("--batch_window_ms", type=float, default=10.0, help="batched modes' window")
+    parser.add_argument("--batch_window_ms", type=float, default=100.0,
+                        help="batched modes' window (the server's default is 10 ms; a round's "
+                        "first requests take longer to arrive on a loaded machine, and a batch "
+                        "split in two has call shapes that the warm-up did not compile)")
     parser.add_argument("--max_batch_rows", type=int, default=32, help="batched modes' batch rows")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="comma-separated subset of " + ",".join(MODES))
