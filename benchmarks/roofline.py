@@ -91,7 +91,8 @@ from benchmarks.roofline_worker import chat_prompt_ids, judge_inputs  # noqa: E4
 # judge_inputs), as every tree's roofline.py has them.
 from benchmarks.sampler import NO_EOS_ID, QUESTIONS  # noqa: E402,F401
 from rar_jax.models import flops as flops_lib  # noqa: E402
-from rar_jax.eval.judge_quality import healthbench_pairs, judge_prompts, kqa_pairs  # noqa: E402,F401
+from rar_jax.eval.judge_quality import (  # noqa: E402,F401
+    healthbench_pairs, judge_prompts, kqa_pairs)
 from rar_jax.judges.jax_backend import JaxJudge  # noqa: E402
 from rar_jax.models.batching import left_pad  # noqa: E402
 from rar_jax.models.loading import load_from_config  # noqa: E402

@@ -65,7 +65,8 @@ def chat_prompt_ids(tree: ModuleType, tokenizer: Any, prompt_length: int) -> lis
 def judge_inputs(tree: ModuleType, dataset: str, path: str, examples: int, max_prompts: int
                  ) -> tuple[list, list[int]]:
     """(prompts, groups) of every criterion of the first ``examples`` answers of ``dataset``
-    (``"healthbench"`` or ``"kqa"``, read from ``path``), the first ``max_prompts`` of them (0: all).
+    (``"healthbench"`` or ``"kqa"``, read from ``path``), the first ``max_prompts`` of them
+    (0: all).
 
     Args:
         tree: a roofline.py module (its ``healthbench_pairs``, ``kqa_pairs``, ``judge_prompts``).
