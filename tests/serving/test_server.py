@@ -362,7 +362,7 @@ def test_prefix_groups_by_hand():
     assert prefix_groups([system, system + [5]], 39) == [0, 0]
 
 
-@pytest.mark.slow  # 15 s at load 3: three programs compile (tests/models/test_prefix_decoding.py
+@pytest.mark.slow  # 6-15 s at load 3: three programs compile (tests/models/test_prefix_decoding.py
 # checks the prefix path's equality fast).
 def test_concurrent_requests_sharing_a_prefix_prefill_it_once_and_equal_replies_served_alone(tiny):
     model, tokenizer = tiny
