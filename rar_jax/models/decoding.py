@@ -11,7 +11,11 @@ token of every row lands at slot ``prompt_len + t - 1``), which XLA updates in p
 Layout choices for the decode loop (measured in benchmarks/README.md):
 
 * the per-layer weights (`StackedLayers.per_layer`) are made once per call, outside the loop: a
-  `jax.lax.scan` over the stacked weights copies each layer's weights every step on CPU;
+  `jax.lax.scan` over the stacked weights copies each layer's weights every step on CPU; they come
+  in the decode layout (`rar_jax.models.layers.decode_layout`: q/k/v and gate/up fused, attention
+  contracted kv-major, o_proj one matrix), with which the loop body copies no weight and no cache
+  buffer transposed (the stored layout's attention order made XLA copy o_proj and each layer's
+  cached values every step);
 * the cache is one buffer per layer (`rar_jax.models.cache`), updated in place;
 * on CPU, `decode_compiler_options` turns on XLA's region analysis in copy insertion, which proves
   that each cache buffer can be updated in place inside the loop.
