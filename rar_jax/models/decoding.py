@@ -121,14 +121,48 @@ def prefill(
         The DecodeState after one generated token per row.
     """
     model: Decoder = nnx.merge(graphdef, params)
-    prompts = tokens.shape[0]
     hidden, cache = model.prefill(tokens, positions, attention_mask=mask, max_len=cache_slots)
-    last_logits = model.logits(hidden[:, -1])
-    prompt_lengths = jnp.sum(mask, axis=1, dtype=jnp.int32)
+    return first_token_state(
+        cache, model.logits(hidden[:, -1]), jnp.sum(mask, axis=1, dtype=jnp.int32), row_active,
+        key, temperature, top_p, num_samples=num_samples, max_new_tokens=max_new_tokens,
+        top_k=top_k, use_top_p=use_top_p, greedy=greedy, stop_ids=stop_ids, pad_id=pad_id,
+        shardings=shardings,
+    )
+
+
+def first_token_state(
+    cache: KVCache,
+    last_logits: jax.Array,
+    next_positions: jax.Array,
+    row_active: jax.Array,
+    key: jax.Array,
+    temperature: jax.Array,
+    top_p: jax.Array,
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    top_k: int,
+    use_top_p: bool,
+    greedy: bool,
+    stop_ids: tuple[int, ...],
+    pad_id: int,
+    shardings: ProgramShardings | None,
+) -> DecodeState:
+    """The decode loop's state once p prompts are in the cache: each prompt's cache row, last
+    logits and next position repeated for its `num_samples` rows, and their first token sampled
+    (the end of `prefill` and of `rar_jax.models.prefix_decoding`'s prefill).
+
+    Args:
+        cache: KVCache of the p prompts.
+        last_logits: f32[p, vocab] logits after each prompt's last token.
+        next_positions: int32[p] RoPE position of each prompt's first generated token.
+        row_active .. shardings: as in `prefill` (``row_active`` has p * num_samples rows).
+    """
+    prompts = last_logits.shape[0]
     if num_samples > 1:
         cache = cache.take_rows(jnp.repeat(jnp.arange(prompts), num_samples))
         last_logits = jnp.repeat(last_logits, num_samples, axis=0)
-        prompt_lengths = jnp.repeat(prompt_lengths, num_samples)
+        next_positions = jnp.repeat(next_positions, num_samples)
     rows = prompts * num_samples
     cache = constrain(cache, shardings and shardings.cache)
     first, first_logprob = sample_next_tokens(
@@ -147,7 +181,7 @@ def prefill(
     return DecodeState(
         cache=cache,
         last_tokens=constrain(first, row_sharding),
-        next_positions=constrain(prompt_lengths, row_sharding),
+        next_positions=constrain(next_positions.astype(jnp.int32), row_sharding),
         tokens=constrain(out_tokens, row2d_sharding),
         logprobs=constrain(out_logprobs, row2d_sharding),
         done=constrain(done, row_sharding),

@@ -27,12 +27,10 @@ from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from rar_jax.models.decoder import Decoder
-from rar_jax.models.decoding import DecodeState, ProgramShardings, constrain
-from rar_jax.models.sampling import sample_next_tokens
+from rar_jax.models.decoding import DecodeState, ProgramShardings, first_token_state
 
 
 def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -141,80 +139,23 @@ def prefill_continuing_prefixes(
         The DecodeState after one generated token per row, its cache's ``end_index == P + T``.
     """
     model: Decoder = nnx.merge(graphdef, params)
-    prompts, suffix_len = tokens.shape
+    suffix_len = tokens.shape[1]
     prefix_len = prefix_tokens.shape[1]
     if cache_slots < prefix_len + suffix_len:
         raise ValueError(f"cache_slots = {cache_slots} < {prefix_len} + {suffix_len} prompt slots")
     _, prefix_cache = model.prefill(prefix_tokens, prefix_positions, attention_mask=prefix_mask)
     cache = prefix_cache.take_rows(row_source).grown(cache_slots)
     hidden, cache = model(tokens, positions, attention_mask=mask, cache=cache, return_hidden=True)
-    last_logits = model.logits(hidden[:, -1])
-    next_positions = positions[:, -1] + 1
-    if num_samples > 1:
-        cache = cache.take_rows(jnp.repeat(jnp.arange(prompts), num_samples))
-        last_logits = jnp.repeat(last_logits, num_samples, axis=0)
-        next_positions = jnp.repeat(next_positions, num_samples)
     return first_token_state(
-        constrain(cache, shardings and shardings.cache), last_logits, next_positions, row_active,
-        key, temperature, top_p, max_new_tokens=max_new_tokens, top_k=top_k,
+        cache, model.logits(hidden[:, -1]), positions[:, -1] + 1, row_active, key, temperature,
+        top_p, num_samples=num_samples, max_new_tokens=max_new_tokens, top_k=top_k,
         use_top_p=use_top_p, greedy=greedy, stop_ids=stop_ids, pad_id=pad_id,
         shardings=shardings,
     )
 
 
-def first_token_state(
-    cache: Any,
-    last_logits: jax.Array,
-    next_positions: jax.Array,
-    row_active: jax.Array,
-    key: jax.Array,
-    temperature: jax.Array,
-    top_p: jax.Array,
-    *,
-    max_new_tokens: int,
-    stop_ids: tuple[int, ...],
-    pad_id: int,
-    shardings: ProgramShardings | None,
-    **rules: Any,
-) -> DecodeState:
-    """The decode loop's state after the first token of n rows is sampled from their prompt.
-
-    Args:
-        cache: KVCache of the n rows' prompts.
-        last_logits: f32[n, vocab] logits after each row's last prompt token.
-        next_positions: int32[n] RoPE position of each row's first generated token.
-        row_active: bool[n]; False for filler rows (they start finished).
-        key .. shardings: as in `prefill_continuing_prefixes`.
-        rules: top_k, use_top_p, greedy (see `sample_next_tokens`).
-    """
-    rows = last_logits.shape[0]
-    first, first_logprob = sample_next_tokens(
-        last_logits, jax.random.fold_in(key, 0), temperature, top_p, **rules)
-    done = ~row_active
-    first = jnp.where(done, pad_id, first)
-    first_logprob = jnp.where(done, 0.0, first_logprob)
-    lengths = jnp.where(done, 0, 1).astype(jnp.int32)
-    done = done | jnp.isin(first, jnp.asarray(stop_ids, jnp.int32))
-    out_tokens = jnp.full((rows, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
-    out_logprobs = jnp.zeros((rows, max_new_tokens), jnp.float32).at[:, 0].set(first_logprob)
-    row_sharding = shardings and shardings.rows
-    row2d_sharding = shardings and shardings.rows2d
-    return DecodeState(
-        cache=cache,
-        last_tokens=constrain(first, row_sharding),
-        next_positions=constrain(next_positions.astype(jnp.int32), row_sharding),
-        tokens=constrain(out_tokens, row2d_sharding),
-        logprobs=constrain(out_logprobs, row2d_sharding),
-        done=constrain(done, row_sharding),
-        lengths=constrain(lengths, row_sharding),
-        step=jnp.asarray(1, jnp.int32),
-        key=key,
-    )
-
-
 __all__ = [
     "PrefixSplit",
-    "first_token_state",
     "prefill_continuing_prefixes",
     "shared_prefix_length",
     "split_shared_prefixes",
