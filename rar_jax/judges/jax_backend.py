@@ -308,14 +308,18 @@ def _score_options(
     rows, time = tokens.shape
     option_length = option_tokens.shape[2]
     extra = time + option_length
+    single_token = option_length == 1 and not terminated  # no option step follows the context
     if prefix_cache is None:
         hidden, cache = model.prefill(tokens, positions, attention_mask=mask, max_len=extra)
+    elif single_token:  # the context's keys are never read again: nothing to write
+        hidden = model.extend(tokens, positions, prefix=prefix_cache.take_rows(row_source),
+                              attention_mask=mask)
     else:
         hidden, cache = model(tokens, positions, attention_mask=mask, return_hidden=True,
                               cache=_extend_cache(prefix_cache, row_source, extra))
     first_log_probs = _project_log_softmax(model, hidden[:, -1])  # [r, vocab]
     scores = jnp.take_along_axis(first_log_probs, option_tokens[:, :, 0], axis=-1)  # [r, R]
-    if option_length == 1 and not terminated:
+    if single_token:
         return scores
 
     next_positions = positions[:, -1] + 1
