@@ -29,7 +29,10 @@ Not a test (CI never runs it). In one run it measures:
 * the GRPO update (``rl.train_step.grpo_step`` jitted by ``jit_train_step``, the quickstart's
   ``rl`` and ``optim`` sections) on ``rows x tokens`` (default: the quickstart's 8 rows of
   prompt + answer); FLOPs from ``train_flops`` over the ``tokens - 1`` positions the model runs,
-  the LM head over the answer positions only (where the step computes log-probs).
+  the LM head over the answer positions only (where the step computes log-probs). These are
+  the FLOPs of a per-row update: since ``rl.share_prompt_prefix`` (on by default) runs each
+  prompt once per group of ``rl.num_generations`` rows, the update executes fewer (0.54 of them
+  at the quickstart's shapes), so its fraction is an effective rate and can pass 100%.
 
 Program rates use the best (fastest) timed call, as the bounds do, so that a shared machine's
 noise lowers neither side alone; medians are reported beside them. Each program is reported as a
