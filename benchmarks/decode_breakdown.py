@@ -132,23 +132,21 @@ def main() -> None:
         tokens = tokens.at[:, -len(prompt):].set(jnp.asarray(prompt[-PROMPT_LENGTH:]))
         positions = jnp.broadcast_to(jnp.arange(PROMPT_LENGTH, dtype=jnp.int32), tokens.shape)
         one = jnp.asarray(1.0, jnp.float32)
-        static = dict(top_k=0, use_top_p=False, greedy=True, stop_ids=(NO_EOS_ID,), pad_id=0,
-                      shardings=None)
+        rules = decoding.DecodeRules(top_k=0, use_top_p=False, greedy=True,
+                                     stop_ids=(NO_EOS_ID,), pad_id=0, shardings=None)
         prefill = jax.jit(decoding.prefill, static_argnums=(0,), static_argnames=(
-            "num_samples", "max_new_tokens", "cache_slots", "top_k", "use_top_p", "greedy",
-            "stop_ids", "pad_id", "shardings"))
+            "num_samples", "max_new_tokens", "cache_slots", "rules"))
         state = prefill(graphdef, params, tokens, positions, jnp.ones(tokens.shape, bool),
                         jnp.ones(batch, bool), jax.random.key(0), one, one, num_samples=1,
-                        max_new_tokens=args.steps + 1, cache_slots=args.window, **static)
-        full = jax.jit(decoding.decode, static_argnums=(0,), static_argnames=(
-            "window", "top_k", "use_top_p", "greedy", "stop_ids", "pad_id", "shardings"),
-            compiler_options=decoding.decode_compiler_options(None))
+                        max_new_tokens=args.steps + 1, cache_slots=args.window, rules=rules)
+        full = jax.jit(decoding.decode, static_argnums=(0,), static_argnames=("window", "rules"),
+                       compiler_options=decoding.decode_compiler_options(None))
         stop = jnp.asarray(args.steps + 1, jnp.int32)
         programs = {}
         for variant in variants:
             if variant == "full":
                 programs[variant] = lambda: full(graphdef, params, state, stop, one, one,
-                                                 window=args.window, **static).tokens
+                                                 window=args.window, rules=rules).tokens
             else:
                 loop = ablated_loop(model, variant, args.steps, args.window)
                 programs[variant] = (lambda loop=loop: loop(params, state.last_tokens, state.cache))

@@ -43,7 +43,7 @@ def worker(batch: int, max_new_tokens: int) -> None:
 
     from rar_jax.models.batching import left_pad
     from rar_jax.models.loading import load_model_and_tokenizer
-    from rar_jax.models.sampler import Sampler
+    from rar_jax.models.sampler import Sampler, SamplingParams
 
     model, tokenizer = load_model_and_tokenizer("smollm2")
     sampler = Sampler(model, tokenizer, stop_ids=(NO_EOS_ID,))
@@ -52,6 +52,9 @@ def worker(batch: int, max_new_tokens: int) -> None:
     window = sampler.attention_window(PROMPT_LENGTH, 1, max_new_tokens)
     static = dict(top_k=0, use_top_p=False, greedy=True, stop_ids=sampler.stop_ids,
                   pad_id=sampler.pad_id, shardings=None)
+    if hasattr(sampler, "decode_rules"):  # newer trees take the static rules as one argument
+        static = {"rules": sampler.decode_rules(
+            SamplingParams(max_new_tokens=max_new_tokens, greedy=True), batch)}
     one = jnp.asarray(1.0, jnp.float32)
     stop = jnp.asarray(max_new_tokens, jnp.int32)
 

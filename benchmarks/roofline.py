@@ -183,20 +183,19 @@ def decode_figures(sampler: Sampler, prompts: list[list[int]], batch: int, promp
     params = SamplingParams(max_new_tokens=max_new, greedy=True, num_samples=samples)
     window = sampler.attention_window(prompt_len, 1, max_new)
     stop_step = min(max_new, window - prompt_len + 1)
-    static = dict(top_k=0, use_top_p=False, greedy=True, stop_ids=sampler.stop_ids,
-                  pad_id=sampler.pad_id, shardings=None)
+    rules = sampler.decode_rules(params, batch)
     tokens, positions, mask = left_pad(prompts[:count], prompt_len, count, sampler.pad_id)
     temperature = jnp.asarray(params.temperature, jnp.float32)
     top_p = jnp.asarray(params.top_p, jnp.float32)
     state = sampler.prefill_program(
         sampler.graphdef, sampler.params, jnp.asarray(tokens), jnp.asarray(positions),
         jnp.asarray(mask), jnp.ones(batch, bool), jax.random.key(0), temperature, top_p,
-        num_samples=samples, max_new_tokens=max_new, cache_slots=window, **static)
+        num_samples=samples, max_new_tokens=max_new, cache_slots=window, rules=rules)
     stop = jnp.asarray(stop_step, jnp.int32)
 
     def decode(fresh: Any) -> Any:
         return sampler.decode_program(sampler.graphdef, sampler.params, fresh, stop, temperature,
-                                      top_p, window=window, **static)
+                                      top_p, window=window, rules=rules)
 
     copy = functools.partial(jax.tree.map, jnp.copy, state)
     first, seconds = timed_runs(decode, repeats, prepare=copy)

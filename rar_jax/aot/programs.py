@@ -46,7 +46,7 @@ from rar_jax.models.batching import bucket_size
 from rar_jax.models.config import ModelConfig
 from rar_jax.models.decoder import Decoder
 from rar_jax.models.decoding import DecodeState
-from rar_jax.models.sampler import DEFAULT_PROMPT_BUCKETS, Sampler
+from rar_jax.models.sampler import DEFAULT_PROMPT_BUCKETS, Sampler, SamplingParams
 from rar_jax.parallel import make_mesh, param_shardings
 from rar_jax.parallel.sharding import batch_sharding
 from rar_jax.rl import train_step
@@ -336,9 +336,9 @@ class Planner:
         prompts = bucket_size(chunk, sampler.batch_buckets, sampler.data_parallel_size)
         rows = prompts * rl.num_generations
         calls = math.ceil(rl.prompts_per_step / chunk)
-        static = dict(top_k=int(config.sampling.top_k), use_top_p=config.sampling.top_p < 1.0,
-                      greedy=False, stop_ids=(0,), pad_id=0,
-                      shardings=sampler.call_shardings(rows, answer))
+        rules = sampler.decode_rules(SamplingParams(
+            max_new_tokens=answer, top_k=config.sampling.top_k, top_p=config.sampling.top_p,
+            num_samples=rl.num_generations), rows)
         replicated = NamedSharding(self.mesh, PartitionSpec())
         rows_sharded = batch_sharding(self.mesh, 2)
         tokens = jax.ShapeDtypeStruct((prompts, prompt), jnp.int32, sharding=rows_sharded)
@@ -349,7 +349,7 @@ class Planner:
         prefill_args = (self.graphdef, self.params, tokens, tokens, mask, active, key, scalar,
                         scalar)
         prefill_static = dict(num_samples=rl.num_generations, max_new_tokens=answer,
-                              cache_slots=width, **static)
+                              cache_slots=width, rules=rules)
         resident = self.resident_bytes(judge_bytes)
         prefill = compile_report(
             "prefill", sampler.prefill_program, prefill_args, prefill_static, devices=self.size,
@@ -359,7 +359,7 @@ class Planner:
                                                    prompt) / self.size,
             note=f"{prompts} prompts x {prompt} tokens -> {rows} rows, cache of {width} slots; "
                  f"{calls} calls per step")
-        shardings = static["shardings"]
+        shardings = rules.shardings
         state_shapes = jax.eval_shape(
             functools.partial(sampler.prefill_program, **prefill_static), *prefill_args)
         state = _sds(state_shapes, DecodeState(
@@ -376,7 +376,7 @@ class Planner:
         decode = compile_report(
             "decode", sampler.decode_program,
             (self.graphdef, self.params, state, stop, scalar, scalar),
-            dict(window=width, **static), devices=self.size,
+            dict(window=width, rules=rules), devices=self.size,
             runs_per_step=calls * (answer - 1),
             resident_bytes=resident,
             resident_argument_bytes=self.params_bytes,

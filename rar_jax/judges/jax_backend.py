@@ -309,8 +309,9 @@ def _score_options(
     option_length = option_tokens.shape[2]
     extra = time + option_length
     single_token = option_length == 1 and not terminated  # no option step follows the context
-    if prefix_cache is None:
-        hidden, cache = model.prefill(tokens, positions, attention_mask=mask, max_len=extra)
+    if prefix_cache is None:  # slots for the options only when an option step reads them
+        hidden, cache = model.prefill(tokens, positions, attention_mask=mask,
+                                      max_len=None if single_token else extra)
     elif single_token:  # the context's keys are never read again: nothing to write
         hidden = model.extend(tokens, positions, prefix=prefix_cache.take_rows(row_source),
                               attention_mask=mask)

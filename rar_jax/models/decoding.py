@@ -48,6 +48,31 @@ class ProgramShardings(NamedTuple):
     cache: Any
 
 
+class DecodeRules(NamedTuple):
+    """What one sampler call fixes at compile time; hashable, so one static argument of every
+    program here.
+
+    Attributes:
+        top_k, use_top_p, greedy: the sampling rules (see `sample_next_tokens`).
+        stop_ids: ids that end a row.
+        pad_id: id written after a row ends.
+        shardings: None, or the `ProgramShardings` of the rows and cache.
+    """
+
+    top_k: int
+    use_top_p: bool
+    greedy: bool
+    stop_ids: tuple[int, ...]
+    pad_id: int
+    shardings: ProgramShardings | None
+
+    def sample(self, logits: jax.Array, key: jax.Array, temperature: jax.Array,
+               top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """`sample_next_tokens` under these rules."""
+        return sample_next_tokens(logits, key, temperature, top_p, top_k=self.top_k,
+                                  use_top_p=self.use_top_p, greedy=self.greedy)
+
+
 class DecodeState(NamedTuple):
     """On-device state of the decode loop (a pytree); n rows, m = max_new_tokens.
 
@@ -95,12 +120,7 @@ def prefill(
     num_samples: int,
     max_new_tokens: int,
     cache_slots: int,
-    top_k: int,
-    use_top_p: bool,
-    greedy: bool,
-    stop_ids: tuple[int, ...],
-    pad_id: int,
-    shardings: ProgramShardings | None,
+    rules: DecodeRules,
 ) -> DecodeState:
     """Prompt forward into a fresh cache, cache rows repeated per sample, first token sampled.
 
@@ -113,9 +133,7 @@ def prefill(
         num_samples: rows per prompt (prompt-major: row ``p * num_samples + s``).
         max_new_tokens: static columns of the output.
         cache_slots: static slots of the returned cache (the first decode call's window).
-        top_k, use_top_p, greedy: static sampling rules (see `sample_next_tokens`).
-        stop_ids: ids that end a row; pad_id: id written after a row ends.
-        shardings: None, or the `ProgramShardings` of the rows and cache.
+        rules: the call's static `DecodeRules`.
 
     Returns:
         The DecodeState after one generated token per row.
@@ -125,8 +143,7 @@ def prefill(
     return first_token_state(
         cache, model.logits(hidden[:, -1]), jnp.sum(mask, axis=1, dtype=jnp.int32), row_active,
         key, temperature, top_p, num_samples=num_samples, max_new_tokens=max_new_tokens,
-        top_k=top_k, use_top_p=use_top_p, greedy=greedy, stop_ids=stop_ids, pad_id=pad_id,
-        shardings=shardings,
+        rules=rules,
     )
 
 
@@ -141,12 +158,7 @@ def first_token_state(
     *,
     num_samples: int,
     max_new_tokens: int,
-    top_k: int,
-    use_top_p: bool,
-    greedy: bool,
-    stop_ids: tuple[int, ...],
-    pad_id: int,
-    shardings: ProgramShardings | None,
+    rules: DecodeRules,
 ) -> DecodeState:
     """The decode loop's state once p prompts are in the cache: each prompt's cache row, last
     logits and next position repeated for its `num_samples` rows, and their first token sampled
@@ -156,8 +168,9 @@ def first_token_state(
         cache: KVCache of the p prompts.
         last_logits: f32[p, vocab] logits after each prompt's last token.
         next_positions: int32[p] RoPE position of each prompt's first generated token.
-        row_active .. shardings: as in `prefill` (``row_active`` has p * num_samples rows).
+        row_active .. rules: as in `prefill` (``row_active`` has p * num_samples rows).
     """
+    shardings, pad_id = rules.shardings, rules.pad_id
     prompts = last_logits.shape[0]
     if num_samples > 1:
         cache = cache.take_rows(jnp.repeat(jnp.arange(prompts), num_samples))
@@ -165,15 +178,13 @@ def first_token_state(
         next_positions = jnp.repeat(next_positions, num_samples)
     rows = prompts * num_samples
     cache = constrain(cache, shardings and shardings.cache)
-    first, first_logprob = sample_next_tokens(
-        last_logits, jax.random.fold_in(key, 0), temperature, top_p,
-        top_k=top_k, use_top_p=use_top_p, greedy=greedy,
-    )
+    first, first_logprob = rules.sample(last_logits, jax.random.fold_in(key, 0), temperature,
+                                        top_p)
     done = ~row_active
     first = jnp.where(done, pad_id, first)
     first_logprob = jnp.where(done, 0.0, first_logprob)
     lengths = jnp.where(done, 0, 1).astype(jnp.int32)
-    done = done | jnp.isin(first, jnp.asarray(stop_ids, jnp.int32))
+    done = done | jnp.isin(first, jnp.asarray(rules.stop_ids, jnp.int32))
     out_tokens = jnp.full((rows, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     out_logprobs = jnp.zeros((rows, max_new_tokens), jnp.float32).at[:, 0].set(first_logprob)
     row_sharding = shardings and shardings.rows
@@ -200,12 +211,7 @@ def decode(
     top_p: jax.Array,
     *,
     window: int,
-    top_k: int,
-    use_top_p: bool,
-    greedy: bool,
-    stop_ids: tuple[int, ...],
-    pad_id: int,
-    shardings: ProgramShardings | None,
+    rules: DecodeRules,
 ) -> DecodeState:
     """Decode on device (`jax.lax.while_loop`) until every row is done or ``step == stop_step``.
 
@@ -216,13 +222,13 @@ def decode(
             ``state.cache.end_index`` onwards, below `window`.
         temperature, top_p: float32[] sampling parameters.
         window: static number of cache slots (the cache must have exactly this many).
-        top_k .. shardings: as in `prefill`.
+        rules: as in `prefill`.
 
     Returns:
         The updated DecodeState.
     """
     model: Decoder = nnx.merge(graphdef, params)
-    stop_array = jnp.asarray(stop_ids, jnp.int32)
+    stop_array = jnp.asarray(rules.stop_ids, jnp.int32)
     if state.cache.max_len != window:
         raise ValueError(f"decode: the cache has {state.cache.max_len} slots, the window {window}")
     layers = model.layers.per_layer(jnp.dtype(model.config.dtype))
@@ -234,12 +240,10 @@ def decode(
         logits, cache = model(
             s.last_tokens[:, None], s.next_positions[:, None], cache=s.cache, layers=layers
         )
-        cache = constrain(cache, shardings and shardings.cache)
-        tokens, logprobs = sample_next_tokens(
-            logits[:, 0], jax.random.fold_in(s.key, s.step), temperature, top_p,
-            top_k=top_k, use_top_p=use_top_p, greedy=greedy,
-        )
-        tokens = jnp.where(s.done, pad_id, tokens)
+        cache = constrain(cache, rules.shardings and rules.shardings.cache)
+        tokens, logprobs = rules.sample(logits[:, 0], jax.random.fold_in(s.key, s.step),
+                                        temperature, top_p)
+        tokens = jnp.where(s.done, rules.pad_id, tokens)
         logprobs = jnp.where(s.done, 0.0, logprobs)
         column = (0, s.step)
         return DecodeState(

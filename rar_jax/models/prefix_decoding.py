@@ -30,7 +30,7 @@ import jax
 from flax import nnx
 
 from rar_jax.models.decoder import Decoder
-from rar_jax.models.decoding import DecodeState, ProgramShardings, first_token_state
+from rar_jax.models.decoding import DecodeRules, DecodeState, first_token_state
 
 
 def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -115,12 +115,7 @@ def prefill_continuing_prefixes(
     num_samples: int,
     max_new_tokens: int,
     cache_slots: int,
-    top_k: int,
-    use_top_p: bool,
-    greedy: bool,
-    stop_ids: tuple[int, ...],
-    pad_id: int,
-    shardings: ProgramShardings | None,
+    rules: DecodeRules,
 ) -> DecodeState:
     """Prefixes forward once, their cache rows copied per prompt, suffixes forward continuing
     them, cache rows repeated per sample, first token sampled (see the module docstring).
@@ -132,7 +127,7 @@ def prefill_continuing_prefixes(
         row_source: int32[p] the prefix row each prompt continues.
         tokens, positions: int32[p, T] left-padded suffixes, positions starting at the prefix's
             length; mask: bool[p, T] real tokens.
-        row_active .. shardings: as in `rar_jax.models.decoding.prefill` (``cache_slots`` >=
+        row_active .. rules: as in `rar_jax.models.decoding.prefill` (``cache_slots`` >=
             P + T).
 
     Returns:
@@ -148,9 +143,7 @@ def prefill_continuing_prefixes(
     hidden, cache = model(tokens, positions, attention_mask=mask, cache=cache, return_hidden=True)
     return first_token_state(
         cache, model.logits(hidden[:, -1]), positions[:, -1] + 1, row_active, key, temperature,
-        top_p, num_samples=num_samples, max_new_tokens=max_new_tokens, top_k=top_k,
-        use_top_p=use_top_p, greedy=greedy, stop_ids=stop_ids, pad_id=pad_id,
-        shardings=shardings,
+        top_p, num_samples=num_samples, max_new_tokens=max_new_tokens, rules=rules,
     )
 
 

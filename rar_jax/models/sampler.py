@@ -189,19 +189,17 @@ class Sampler:
         if mesh is not None:
             self.data_parallel_size = int(mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1))
         self._traces = {"prefill": 0, "decode": 0}  # "prefill" counts both prefill programs
-        static = ("graphdef", "top_k", "use_top_p", "greedy", "stop_ids", "pad_id", "shardings")
+        static = ("graphdef", "rules", "num_samples", "max_new_tokens", "cache_slots")
         self.prefill_program = jax.jit(
-            self._counted("prefill", decoding.prefill),
-            static_argnames=static + ("num_samples", "max_new_tokens", "cache_slots"),
-        )
+            self._counted("prefill", decoding.prefill), static_argnames=static)
         self.prefix_prefill_program = jax.jit(
             self._counted("prefill", prefix_decoding.prefill_continuing_prefixes),
-            static_argnames=static + ("num_samples", "max_new_tokens", "cache_slots"),
+            static_argnames=static,
         )
         self._grow_cache = jax.jit(decoding.grow_cache, static_argnames=("slots", "shardings"))
         self.decode_program = jax.jit(
             self._counted("decode", decoding.decode),
-            static_argnames=static + ("window",),
+            static_argnames=("graphdef", "rules", "window"),
             donate_argnames=("state",),
             compiler_options=decoding.decode_compiler_options(mesh),
         )
@@ -249,6 +247,14 @@ class Sampler:
             rows=named(("batch",), (rows,)),
             rows2d=named(("batch", None), (rows, max_new_tokens)),
             cache=cache_shardings(cache, self.mesh),
+        )
+
+    def decode_rules(self, sampling: SamplingParams, rows: int) -> decoding.DecodeRules:
+        """The static `decoding.DecodeRules` of a call of ``rows`` rows under ``sampling``."""
+        return decoding.DecodeRules(
+            top_k=int(sampling.top_k), use_top_p=sampling.top_p < 1.0,
+            greedy=bool(sampling.greedy), stop_ids=self.stop_ids, pad_id=self.pad_id,
+            shardings=self.call_shardings(rows, int(sampling.max_new_tokens)),
         )
 
     def _put_rows(self, array: np.ndarray) -> jax.Array:
@@ -343,21 +349,18 @@ class Sampler:
         rows = batch * samples
         max_new = int(sampling.max_new_tokens)
         row_active = np.repeat(np.arange(batch) < num_prompts, samples)
-        static = dict(
-            top_k=int(sampling.top_k), use_top_p=sampling.top_p < 1.0, greedy=bool(sampling.greedy),
-            stop_ids=self.stop_ids, pad_id=self.pad_id,
-            shardings=self.call_shardings(rows, max_new),
-        )
+        rules = self.decode_rules(sampling, rows)
         temperature = jnp.asarray(sampling.temperature, jnp.float32)
         top_p = jnp.asarray(sampling.top_p, jnp.float32)
         prompt_len = shape.prefix_length + shape.length
-        rules = dict(num_samples=samples, max_new_tokens=max_new,
-                     cache_slots=self.attention_window(prompt_len, 1, max_new), **static)
+        static = dict(num_samples=samples, max_new_tokens=max_new,
+                      cache_slots=self.attention_window(prompt_len, 1, max_new), rules=rules)
         if split is None:
             tokens, positions, mask = left_pad(prompts, shape.length, batch, self.pad_id)
             state = self.prefill_program(
                 self.graphdef, params, self._put_rows(tokens), self._put_rows(positions),
-                self._put_rows(mask), self._put_rows(row_active), key, temperature, top_p, **rules)
+                self._put_rows(mask), self._put_rows(row_active), key, temperature, top_p,
+                **static)
         else:
             prefix_blocks = left_pad(
                 split.prefixes, shape.prefix_length, shape.prefix_rows, self.pad_id)
@@ -369,7 +372,7 @@ class Sampler:
             state = self.prefix_prefill_program(
                 self.graphdef, params, *map(jnp.asarray, prefix_blocks),
                 *map(self._put_rows, (row_source, tokens, positions, mask, row_active)), key,
-                temperature, top_p, **rules)
+                temperature, top_p, **static)
         stop_rows: dict[int, tuple[int, str]] = {}  # row -> (truncated length, text)
         checked: set[int] = set()
         step, next_check = 1, 1 + sampling.stop_check_interval
@@ -382,11 +385,11 @@ class Sampler:
                     stop_step = min(stop_step, next_check)
                 if state.cache.max_len < window:
                     state = state._replace(cache=self._grow_cache(
-                        state.cache, slots=window, shardings=static["shardings"]
+                        state.cache, slots=window, shardings=rules.shardings
                     ))
                 state = self.decode_program(
                     self.graphdef, params, state, jnp.asarray(stop_step, jnp.int32), temperature,
-                    top_p, window=window, **static,
+                    top_p, window=window, rules=rules,
                 )
                 step = int(state.step)
                 all_done = bool(jnp.all(state.done))

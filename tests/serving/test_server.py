@@ -310,6 +310,16 @@ BATCHED = [  # (conversation, max_tokens, logprobs): budgets of 8 tokens, one pr
 ]
 
 
+def replies_of_concurrent_requests(engine, payloads):
+    """Posts every chat-completion payload to a server of `engine` at once, closes the engine,
+    and returns the JSON replies in the payloads' order."""
+    with serving(engine) as url, concurrent.futures.ThreadPoolExecutor(len(payloads)) as pool:
+        replies = list(pool.map(lambda payload: httpx.post(
+            f"{url}/chat/completions", timeout=120, json=payload).json(), payloads))
+    engine.close()
+    return replies
+
+
 def test_concurrent_greedy_requests_share_one_batch_and_equal_replies_served_alone(tiny):
     model, tokenizer = tiny
     ids = [tokenizer.encode_chat(c) for c, _, _ in BATCHED]
@@ -319,12 +329,9 @@ def test_concurrent_greedy_requests_share_one_batch_and_equal_replies_served_alo
     engine = judge_server.ChatCompletionEngine(
         model, tokenizer, model_name="tiny-judge", max_new_tokens_cap=CAP,
         batch_window_s=60.0, max_batch_rows=len(BATCHED))
-    with serving(engine) as url, concurrent.futures.ThreadPoolExecutor(len(BATCHED)) as pool:
-        replies = list(pool.map(lambda case: httpx.post(
-            f"{url}/chat/completions", timeout=120,
-            json={"messages": case[0], "max_tokens": case[1], "temperature": 0,
-                  "logprobs": case[2]}).json(), BATCHED))
-    engine.close()
+    replies = replies_of_concurrent_requests(engine, [
+        {"messages": messages, "max_tokens": max_tokens, "temperature": 0, "logprobs": logprobs}
+        for messages, max_tokens, logprobs in BATCHED])
     assert engine.batch_sizes == [len(BATCHED)]
     sampler = Sampler(model, tokenizer)
     for (_, max_tokens, logprobs), prompt, reply in zip(BATCHED, ids, replies, strict=True):
@@ -376,12 +383,8 @@ def test_concurrent_requests_sharing_a_prefix_prefill_it_once_and_equal_replies_
     engine = judge_server.ChatCompletionEngine(
         model, tokenizer, model_name="tiny-judge", max_new_tokens_cap=CAP,
         batch_window_s=60.0, max_batch_rows=len(conversations))
-    with serving(engine) as url, concurrent.futures.ThreadPoolExecutor(len(ids)) as pool:
-        replies = list(pool.map(lambda messages: httpx.post(
-            f"{url}/chat/completions", timeout=120,
-            json={"messages": messages, "max_tokens": 8, "temperature": 0}).json(),
-            conversations))
-    engine.close()
+    replies = replies_of_concurrent_requests(engine, [
+        {"messages": messages, "max_tokens": 8, "temperature": 0} for messages in conversations])
     # One call; the two answers' prompts form two groups (their prefixes: template and answer).
     assert engine.batch_sizes == [4] and engine.batch_prefixes == [2]
     sampler = Sampler(model, tokenizer)
